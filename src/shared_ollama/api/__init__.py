@@ -1,0 +1,1 @@
+"""HTTP adapters: thin protocol layers over the one pipeline in ``service``."""

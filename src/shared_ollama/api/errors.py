@@ -1,0 +1,99 @@
+"""One set of handlers that renders the error hierarchy per surface (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from shared_ollama.api.middleware import REQUEST_ID_HEADER, new_request_id
+from shared_ollama.errors import (
+    InternalError,
+    InvalidRequest,
+    NotFound,
+    SharedOllamaError,
+)
+
+log = logging.getLogger(__name__)
+
+
+def request_id_of(request: Request) -> str:
+    rid = getattr(request.state, "request_id", None)
+    if not rid:
+        rid = new_request_id()
+        request.state.request_id = rid
+    return str(rid)
+
+
+def is_openai_path(path: str) -> bool:
+    return path.startswith("/v1/") or path == "/v1" or path == "/api/v1/chat/completions"
+
+
+def native_error_body(exc: SharedOllamaError, request_id: str) -> dict[str, Any]:
+    return {"error": exc.message, "code": exc.code, "retry_after": exc.retry_after, "request_id": request_id}
+
+
+def openai_error_body(exc: SharedOllamaError, request_id: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": exc.message,
+            "type": exc.openai_type,
+            "code": exc.code,
+            "param": exc.param,
+            "retry_after": exc.retry_after,
+            "request_id": request_id,
+        }
+    }
+
+
+def error_response(request: Request, exc: SharedOllamaError) -> Response:
+    request_id = request_id_of(request)
+    openai = is_openai_path(request.url.path)
+    body = openai_error_body(exc, request_id) if openai else native_error_body(exc, request_id)
+    headers = {REQUEST_ID_HEADER: request_id}
+    if exc.retry_after is not None and exc.status in (429, 503):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    return Response(orjson.dumps(body), status_code=exc.status, media_type="application/json", headers=headers)
+
+
+def _validation_message(errors: list[Any]) -> str:
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",))
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg", "invalid")))
+    return "invalid request: " + "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_service_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, SharedOllamaError)
+        if exc.status >= 500:
+            log.warning("request %s failed: %s %s", request_id_of(request), exc.code, exc.message)
+        return error_response(request, exc)
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(request, InvalidRequest(_validation_message(list(exc.errors()))))
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            return error_response(request, NotFound(f"no such endpoint: {request.method} {request.url.path}"))
+        if exc.status_code == 405:
+            return error_response(request, InvalidRequest(f"method {request.method} not allowed here"))
+        return error_response(request, InvalidRequest(str(exc.detail)))
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error in request %s", request_id_of(request))
+        return error_response(request, InternalError("internal error; see the service log for this request id"))
+
+    app.add_exception_handler(SharedOllamaError, on_service_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

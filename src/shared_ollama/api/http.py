@@ -1,0 +1,145 @@
+"""Request reading and response writing shared by the adapters: JSON in, NDJSON/SSE out, disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+from starlette.responses import Response, StreamingResponse
+
+from shared_ollama.api.errors import native_error_body, openai_error_body, request_id_of
+from shared_ollama.errors import BackendError, InternalError, InvalidRequest, SharedOllamaError
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+JsonDict = dict[str, Any]
+
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+SSE = "text/event-stream"
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its answer was ready."""
+
+
+async def read_json(request: Request) -> JsonDict:
+    body = await request.body()
+    if not body:
+        raise InvalidRequest("request body is empty; send a JSON object")
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"malformed JSON body: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return parsed
+
+
+def validate(model: type[M], data: JsonDict) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors()[:5]:
+            loc = ".".join(str(p) for p in err["loc"])
+            parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+        raise InvalidRequest("invalid request: " + "; ".join(parts)) from exc
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from exc
+
+
+async def parse(request: Request, model: type[M]) -> M:
+    return validate(model, await read_json(request))
+
+
+def json_response(body: bytes | JsonDict, status: int = 200) -> Response:
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    return Response(content, status_code=status, media_type=JSON)
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run ``work``; if the client disconnects first, cancel it (freeing its engine slot) and stop."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    raise ClientDisconnected
+
+
+def _frame_error(exc: BaseException) -> SharedOllamaError:
+    return exc if isinstance(exc, SharedOllamaError) else InternalError("the stream failed unexpectedly")
+
+
+async def open_stream(
+    source: AbstractAsyncContextManager[AsyncIterator[bytes]],
+) -> tuple[AsyncExitStack, AsyncIterator[bytes]]:
+    """Enter a stream context now, so errors before the first byte become ordinary HTTP errors."""
+    stack = AsyncExitStack()
+    try:
+        lines = await stack.enter_async_context(source)
+    except BaseException:
+        await stack.aclose()
+        raise
+    return stack, lines
+
+
+def ndjson_response(request: Request, stack: AsyncExitStack, lines: AsyncIterator[bytes]) -> StreamingResponse:
+    """Forward NDJSON lines untouched; a failure after the first byte ends with one error line."""
+    request_id = request_id_of(request)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for line in lines:
+                if line.startswith(b'{"error"'):
+                    raise BackendError(str(orjson.loads(line).get("error", "engine error")))
+                yield line
+        except Exception as exc:
+            yield orjson.dumps(native_error_body(_frame_error(exc), request_id)) + b"\n"
+        finally:
+            await stack.aclose()
+
+    return StreamingResponse(body(), media_type=NDJSON)
+
+
+def sse_response(
+    request: Request,
+    stack: AsyncExitStack,
+    lines: AsyncIterator[bytes],
+    convert: Callable[[JsonDict], list[JsonDict]],
+) -> StreamingResponse:
+    """Translate native NDJSON lines into OpenAI SSE events, ending with ``data: [DONE]``."""
+    request_id = request_id_of(request)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for line in lines:
+                native = orjson.loads(line)
+                if isinstance(native, dict) and "error" in native:
+                    raise BackendError(str(native["error"]))
+                for event in convert(native):
+                    yield b"data: " + orjson.dumps(event) + b"\n\n"
+            yield b"data: [DONE]\n\n"
+        except Exception as exc:
+            yield b"data: " + orjson.dumps(openai_error_body(_frame_error(exc), request_id)) + b"\n\n"
+        finally:
+            await stack.aclose()
+
+    return StreamingResponse(body(), media_type=SSE, headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,173 @@
+"""One async HTTP client to an Ollama-API server (a real Ollama or the embedded engine).
+
+The hot path: one pooled aiohttp session, request bodies serialised once with orjson, stream lines forwarded
+as bytes without parsing. Transport and engine errors are translated into the service's errors here, at the
+boundary, so nothing above this module sees aiohttp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import orjson
+
+from shared_ollama.errors import (
+    BackendError,
+    BackendUnavailable,
+    InvalidRequest,
+    ModelNotFound,
+    RequestTimeout,
+    SharedOllamaError,
+)
+from shared_ollama.settings import Settings
+
+JsonDict = dict[str, Any]
+_RETRY_AFTER_DOWN = 2.0
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _engine_message(body: bytes, status: int) -> str:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace").strip()
+        return text[:500] or f"engine answered HTTP {status}"
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
+        return parsed["error"]
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        return str(parsed["error"].get("message") or parsed["error"])
+    return f"engine answered HTTP {status}"
+
+
+def error_from_status(status: int, body: bytes) -> SharedOllamaError:
+    """The service error for an engine's non-2xx answer."""
+    message = _engine_message(body, status)
+    if status == 404:
+        return ModelNotFound(message)
+    if status in (400, 422):
+        return InvalidRequest(message)
+    if status == 503:
+        return BackendUnavailable(message, retry_after=_RETRY_AFTER_DOWN)
+    if status == 413:
+        return InvalidRequest(message)
+    return BackendError(f"engine error (HTTP {status}): {message}")
+
+
+class EngineClient:
+    """Pooled client for one engine base URL."""
+
+    def __init__(self, base_url: str, settings: Settings, is_available: Callable[[], bool] | None = None):
+        self.base_url = base_url.rstrip("/")
+        self._settings = settings
+        self._is_available = is_available or (lambda: True)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self._settings.engine_max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=self._settings.engine_connect_timeout,
+            sock_read=self._settings.engine_request_timeout,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            json_serialize=lambda o: orjson.dumps(o).decode(),
+            auto_decompress=False,
+            read_bufsize=1 << 20,  # long NDJSON lines (a generate's final context) fit
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise BackendUnavailable("engine client is not open")
+        return self._session
+
+    def _check_available(self) -> None:
+        if not self._is_available():
+            raise BackendUnavailable("the engine is restarting", retry_after=_RETRY_AFTER_DOWN)
+
+    async def _with_retry(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``call``; retry once when a pooled keep-alive connection turned out to be closed."""
+        self._check_available()
+        try:
+            try:
+                return await call()
+            except aiohttp.ServerDisconnectedError:
+                return await call()
+        except SharedOllamaError:
+            raise
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+            raise BackendUnavailable(
+                f"engine unreachable at {self.base_url}: {exc.__class__.__name__}",
+                retry_after=_RETRY_AFTER_DOWN,
+            ) from exc
+        except TimeoutError as exc:
+            raise RequestTimeout("the engine did not answer in time") from exc
+
+    async def request(self, method: str, path: str, body: JsonDict | None = None) -> bytes:
+        """Non-streamed call; returns the raw 2xx body or raises the translated error."""
+        data = orjson.dumps(body) if body is not None else None
+
+        async def call() -> bytes:
+            async with self.session.request(method, self.base_url + path, data=data, headers=_JSON_HEADERS) as resp:
+                payload = await resp.read()
+                if resp.status >= 300:
+                    raise error_from_status(resp.status, payload)
+                return payload
+
+        result: bytes = await self._with_retry(call)
+        return result
+
+    async def request_json(self, method: str, path: str, body: JsonDict | None = None) -> JsonDict:
+        payload = await self.request(method, path, body)
+        parsed = orjson.loads(payload) if payload else {}
+        return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+    @asynccontextmanager
+    async def stream(self, path: str, body: JsonDict) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Open a streamed call; yields an iterator of raw NDJSON lines (each ending in a newline).
+
+        Errors before the first byte raise here; errors mid-stream raise from the iterator as service errors.
+        Leaving the context closes the connection, which cancels generation in the engine.
+        """
+        data = orjson.dumps(body)
+
+        async def open_response() -> aiohttp.ClientResponse:
+            resp = await self.session.post(self.base_url + path, data=data, headers=_JSON_HEADERS)
+            if resp.status >= 300:
+                payload = await resp.read()
+                resp.release()
+                raise error_from_status(resp.status, payload)
+            return resp
+
+        resp: aiohttp.ClientResponse = await self._with_retry(open_response)
+        try:
+            yield self._lines(resp)
+        finally:
+            resp.close()
+
+    async def _lines(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        try:
+            async for line in resp.content:
+                if line.strip():
+                    yield line if line.endswith(b"\n") else line + b"\n"
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+            raise BackendUnavailable(
+                f"the engine connection broke mid-stream: {exc.__class__.__name__}",
+                retry_after=_RETRY_AFTER_DOWN,
+            ) from exc
+        except TimeoutError as exc:
+            raise RequestTimeout("the engine stopped sending tokens") from exc
+        except ValueError as exc:
+            raise BackendError(f"the engine sent an unreadable stream line: {exc}") from exc

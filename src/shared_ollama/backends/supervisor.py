@@ -1,0 +1,243 @@
+"""Chooses the engine, starts it as a child process when it is ours, watches it, restarts it, stops it.
+
+Modes (``SHARED_OLLAMA_ENGINE``): ``external`` uses the engine at ``ollama_url`` and only watches it;
+``ollama`` runs ``ollama serve``; ``embedded`` runs ``shared-ollama engine``; ``auto`` takes a running
+Ollama at ``ollama_url`` if one answers, else an ``ollama`` binary on PATH, else the embedded engine.
+A managed engine listens on a loopback port; an engine already answering on that port is used, not
+started twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import aiohttp
+
+from shared_ollama.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class EngineState(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    DOWN = "down"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    """What the supervisor decided to run."""
+
+    kind: str  # "external", "ollama" or "embedded"
+    base_url: str
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def managed(self) -> bool:
+        return bool(self.command)
+
+
+def _free_loopback_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+async def probe_version(base_url: str, wait: float = 1.5) -> str | None:
+    """The engine's version if an Ollama-API server answers at ``base_url``, else None."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=wait)) as session,
+            session.get(f"{base_url}/api/version") as resp,
+        ):
+            if resp.status != 200:
+                return None
+            body = await resp.json(content_type=None)
+            return str(body.get("version", "unknown")) if isinstance(body, dict) else "unknown"
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+        return None
+
+
+async def plan_engine(settings: Settings) -> EnginePlan:
+    mode = settings.engine
+    if mode == "external":
+        return EnginePlan("external", settings.ollama_url)
+    if mode == "auto" and await probe_version(settings.ollama_url) is not None:
+        log.info("using the Ollama already running at %s", settings.ollama_url)
+        return EnginePlan("external", settings.ollama_url)
+    host = settings.engine_host
+    port = settings.engine_port or _free_loopback_port(host)
+    base_url = f"http://{host}:{port}"
+    ollama_path = shutil.which(settings.ollama_binary)
+    if mode == "ollama" or (mode == "auto" and ollama_path):
+        if not ollama_path:
+            raise RuntimeError(f"SHARED_OLLAMA_ENGINE=ollama but '{settings.ollama_binary}' is not on PATH")
+        return EnginePlan("ollama", base_url, [ollama_path, "serve"], {"OLLAMA_HOST": f"{host}:{port}"})
+    command = [sys.executable, "-m", "shared_ollama.cli", "engine", "--host", host, "--port", str(port)]
+    return EnginePlan("embedded", base_url, command, {})
+
+
+class EngineSupervisor:
+    """Owns the engine process (when managed) and knows whether the engine is usable."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.plan: EnginePlan | None = None
+        self.state = EngineState.STOPPED
+        self.version: str | None = None
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.started_at: float | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def base_url(self) -> str:
+        if self.plan is None:
+            raise RuntimeError("supervisor not started")
+        return self.plan.base_url
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    def is_available(self) -> bool:
+        """False only while we know the engine is down; requests then fail fast with backend_unavailable."""
+        return self.state in (EngineState.RUNNING, EngineState.STARTING)
+
+    async def start(self) -> None:
+        self._stopping = False
+        self.plan = await plan_engine(self._settings)
+        self.state = EngineState.STARTING
+        if self.plan.managed:
+            self.version = await probe_version(self.plan.base_url)
+            if self.version is not None:
+                log.info("an engine already answers at %s; using it", self.plan.base_url)
+                self.plan = EnginePlan("external", self.plan.base_url)
+            else:
+                await self._spawn_and_wait()
+        if not self.plan.managed:
+            self.version = self.version or await probe_version(self.plan.base_url)
+            self.state = EngineState.RUNNING if self.version else EngineState.DOWN
+        self.started_at = time.time()
+        self._task = asyncio.create_task(self._watch(), name="engine-supervisor")
+
+    async def _spawn_and_wait(self) -> None:
+        assert self.plan is not None
+        env = dict(os.environ)
+        env.update(self.plan.env)
+        log_dir = self._settings.data_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with open(Path(log_dir) / "engine.log", "ab") as out:  # noqa: ASYNC230 (once per engine start)
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.plan.command,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        log.info("started %s engine (pid %s) at %s", self.plan.kind, self._proc.pid, self.plan.base_url)
+        deadline = time.monotonic() + self._settings.engine_start_timeout
+        while time.monotonic() < deadline:
+            if self._proc.returncode is not None:
+                break
+            self.version = await probe_version(self.plan.base_url)
+            if self.version is not None:
+                self.state = EngineState.RUNNING
+                self.last_error = None
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._proc.wait(), timeout=0.1)
+        self.last_error = (
+            f"engine exited with code {self._proc.returncode} during start-up"
+            if self._proc.returncode is not None
+            else f"engine not ready after {self._settings.engine_start_timeout}s"
+        )
+        self.state = EngineState.DOWN
+        log.error("%s", self.last_error)
+        await self._terminate()
+
+    async def _watch(self) -> None:
+        backoff = self._settings.engine_restart_backoff
+        while not self._stopping:
+            if self.plan is not None and self.plan.managed:
+                if self._proc is not None and self._proc.returncode is None:
+                    await self._proc.wait()
+                if self._stopping:
+                    return
+                self.state = EngineState.RESTARTING
+                code = self._proc.returncode if self._proc is not None else None
+                self.last_error = f"engine exited with code {code}; restarting in {backoff:.1f}s"
+                log.warning("%s", self.last_error)
+                await asyncio.sleep(backoff)
+                if self._stopping:
+                    return
+                self.restarts += 1
+                await self._spawn_and_wait()
+                if self.state == EngineState.RUNNING:
+                    backoff = self._settings.engine_restart_backoff
+                else:
+                    backoff = min(backoff * 2, self._settings.engine_restart_backoff_max)
+            else:
+                await asyncio.sleep(self._settings.engine_health_interval)
+                assert self.plan is not None
+                self.version = await probe_version(self.plan.base_url)
+                if self.version is None:
+                    self.last_error = f"engine at {self.plan.base_url} does not answer"
+                    self.state = EngineState.DOWN
+                else:
+                    self.state = EngineState.RUNNING
+                    self.last_error = None
+
+    async def _terminate(self) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=self._settings.engine_stop_timeout)
+        except TimeoutError:
+            log.warning("engine did not stop after SIGTERM; sending SIGKILL")
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._terminate()
+        self.state = EngineState.STOPPED
+
+    def snapshot(self) -> dict[str, object]:
+        plan = self.plan
+        return {
+            "state": self.state.value,
+            "kind": plan.kind if plan else None,
+            "url": plan.base_url if plan else None,
+            "managed": plan.managed if plan else False,
+            "pid": self.pid,
+            "version": self.version,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+        }

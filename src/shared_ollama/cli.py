@@ -1,0 +1,94 @@
+"""The ``shared-ollama`` command: serve, engine, models, config show."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from shared_ollama.settings import Settings
+
+
+def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from shared_ollama.app import create_app
+    from shared_ollama.logs import configure_logging
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
+    return 0
+
+
+def _cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
+    from shared_ollama.engine.server import serve
+
+    serve(settings, host=args.host or settings.engine_host, port=args.port or 11434)
+    return 0
+
+
+def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    from shared_ollama.engine.defaults import install_defaults
+    from shared_ollama.engine.store import ModelStore
+
+    if args.models_cmd == "prepare":
+        for name in install_defaults(settings):
+            print(f"ready: {name}")
+        return 0
+    store = ModelStore(settings.store_dir)
+    for entry in store.list():
+        print(f"{entry.name}\t{entry.size}\t{entry.digest[:12]}")
+    return 0
+
+
+def _cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    print(json.dumps(settings.public_dict(), indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shared-ollama", description="Shared Ollama Service")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway (and the engine it manages)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=_cmd_serve)
+
+    engine = sub.add_parser("engine", help="run the embedded engine (Ollama API on llama.cpp)")
+    engine.add_argument("--host")
+    engine.add_argument("--port", type=int)
+    engine.set_defaults(func=_cmd_engine)
+
+    models = sub.add_parser("models", help="the embedded engine's model store")
+    models_sub = models.add_subparsers(dest="models_cmd", required=True)
+    models_sub.add_parser("prepare", help="install the offline default models into the store")
+    models_sub.add_parser("list", help="list installed models")
+    models.set_defaults(func=_cmd_models)
+
+    config = sub.add_parser("config", help="configuration")
+    config_sub = config.add_subparsers(dest="config_cmd", required=True)
+    config_sub.add_parser("show", help="print the settings in force")
+    config.set_defaults(func=_cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(Settings(), args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

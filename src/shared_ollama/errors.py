@@ -1,0 +1,101 @@
+"""One exception hierarchy. Each error knows its code and HTTP status; api/errors.py renders it per surface."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class SharedOllamaError(Exception):
+    """Base of every error the service reports to a client."""
+
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+    openai_type: ClassVar[str] = "server_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        self.param = param
+
+
+class InvalidRequest(SharedOllamaError):
+    code = "invalid_request"
+    status = 400
+    openai_type = "invalid_request_error"
+
+
+class PromptTooLarge(InvalidRequest):
+    code = "prompt_too_large"
+
+
+class InvalidImage(InvalidRequest):
+    code = "invalid_image"
+
+
+class Unauthorized(SharedOllamaError):
+    code = "unauthorized"
+    status = 401
+    openai_type = "authentication_error"
+
+
+class Forbidden(SharedOllamaError):
+    code = "forbidden"
+    status = 403
+    openai_type = "permission_error"
+
+
+class ModelNotFound(SharedOllamaError):
+    code = "model_not_found"
+    status = 404
+    openai_type = "invalid_request_error"
+
+
+class NotFound(SharedOllamaError):
+    """An unknown endpoint (models have their own ``model_not_found``)."""
+
+    code = "not_found"
+    status = 404
+    openai_type = "invalid_request_error"
+
+
+class RequestTooLarge(SharedOllamaError):
+    code = "request_too_large"
+    status = 413
+    openai_type = "invalid_request_error"
+
+
+class TenantBusy(SharedOllamaError):
+    code = "tenant_busy"
+    status = 429
+    openai_type = "rate_limit_error"
+
+
+class QueueFull(SharedOllamaError):
+    code = "queue_full"
+    status = 503
+    openai_type = "server_error"
+
+
+class RequestTimeout(SharedOllamaError):
+    code = "request_timeout"
+    status = 503
+    openai_type = "server_error"
+
+
+class BackendUnavailable(SharedOllamaError):
+    code = "backend_unavailable"
+    status = 503
+    openai_type = "server_error"
+
+
+class BackendError(SharedOllamaError):
+    code = "backend_error"
+    status = 502
+    openai_type = "server_error"
+
+
+class InternalError(SharedOllamaError):
+    code = "internal_error"
+    status = 500
+    openai_type = "server_error"

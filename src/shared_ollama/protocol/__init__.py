@@ -1,0 +1,1 @@
+"""Wire models for each surface and pure converters between the OpenAI and native shapes."""

@@ -1,0 +1,320 @@
+"""Pure converters between the OpenAI shapes and the native (Ollama) shapes.
+
+OpenAI support is translation over the native core: requests become native requests, native responses and
+stream chunks become OpenAI responses and chunks. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from shared_ollama.errors import InvalidRequest
+from shared_ollama.protocol.openai import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    EmbeddingRequest,
+    ResponseFormat,
+    _Sampling,
+)
+
+JsonDict = dict[str, Any]
+
+_FINISH = {"stop": "stop", "length": "length", "load": "stop", "unload": "stop"}
+
+
+# ---------------------------------------------------------------- requests: OpenAI -> native
+
+
+def _options(req: _Sampling, max_tokens: int | None) -> JsonDict:
+    options: JsonDict = {}
+    for src, dst in (
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+        ("seed", "seed"),
+        ("presence_penalty", "presence_penalty"),
+        ("frequency_penalty", "frequency_penalty"),
+    ):
+        value = getattr(req, src)
+        if value is not None:
+            options[dst] = value
+    if max_tokens is not None:
+        options["num_predict"] = max_tokens
+    if req.stop is not None:
+        options["stop"] = [req.stop] if isinstance(req.stop, str) else list(req.stop)
+    return options
+
+
+def image_from_url(url: str) -> str:
+    """An image part's URL as the base64 payload the native format carries."""
+    if url.startswith("data:"):
+        header, sep, payload = url.partition(",")
+        if not sep or ";base64" not in header:
+            raise InvalidRequest("image data URLs must be base64-encoded (data:<type>;base64,<data>)")
+        return payload
+    if url.startswith(("http://", "https://")):
+        raise InvalidRequest("remote image URLs are not fetched; send the image inline as a base64 data URL")
+    return url
+
+
+def _message(msg: ChatMessage) -> JsonDict:
+    role = "system" if msg.role == "developer" else msg.role
+    out: JsonDict = {"role": role}
+    images: list[str] = []
+    if isinstance(msg.content, list):
+        texts: list[str] = []
+        for part in msg.content:
+            if part.type == "text":
+                texts.append(part.text or "")
+            elif part.type == "image_url" and part.image_url is not None:
+                url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
+                images.append(image_from_url(url))
+            else:
+                raise InvalidRequest(f"unsupported content part type '{part.type}'")
+        out["content"] = "\n".join(texts)
+    else:
+        out["content"] = msg.content or ""
+    if images:
+        out["images"] = images
+    if msg.tool_calls:
+        out["tool_calls"] = [
+            {"function": {"name": call.function.name, "arguments": _arguments(call.function.arguments)}}
+            for call in msg.tool_calls
+        ]
+    if msg.role == "tool" and msg.name:
+        out["tool_name"] = msg.name
+    return out
+
+
+def _arguments(arguments: str | JsonDict) -> JsonDict:
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        parsed = orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest("tool call arguments must be a JSON object string") from exc
+    if not isinstance(parsed, dict):
+        raise InvalidRequest("tool call arguments must be a JSON object")
+    return parsed
+
+
+def _format(fmt: ResponseFormat | None) -> str | JsonDict | None:
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return "json"
+    schema = (fmt.json_schema or {}).get("schema")
+    if not isinstance(schema, dict):
+        raise InvalidRequest("response_format json_schema needs a 'json_schema.schema' object")
+    return schema
+
+
+def chat_request_to_native(req: ChatCompletionRequest) -> JsonDict:
+    body: JsonDict = {
+        "model": req.model,
+        "messages": [_message(m) for m in req.messages],
+        "stream": req.stream,
+    }
+    options = _options(req, req.max_completion_tokens or req.max_tokens)
+    if options:
+        body["options"] = options
+    fmt = _format(req.response_format)
+    if fmt is not None:
+        body["format"] = fmt
+    if req.tools:
+        body["tools"] = req.tools
+    return body
+
+
+def completion_request_to_native(req: CompletionRequest) -> JsonDict:
+    prompt = req.prompt if isinstance(req.prompt, str) else req.prompt[0]
+    body: JsonDict = {"model": req.model, "prompt": prompt, "stream": req.stream}
+    if req.suffix:
+        body["suffix"] = req.suffix
+    options = _options(req, req.max_tokens)
+    if options:
+        body["options"] = options
+    return body
+
+
+def embedding_request_to_native(req: EmbeddingRequest) -> JsonDict:
+    body: JsonDict = {"model": req.model, "input": req.input}
+    if req.dimensions is not None:
+        body["dimensions"] = req.dimensions
+    return body
+
+
+# ---------------------------------------------------------------- responses: native -> OpenAI
+
+
+def _usage(native: JsonDict) -> JsonDict:
+    prompt = int(native.get("prompt_eval_count") or 0)
+    completion = int(native.get("eval_count") or 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _tool_calls(calls: list[JsonDict], request_id: str) -> list[JsonDict]:
+    return [
+        {
+            "id": f"call_{request_id[:12]}_{i}",
+            "index": i,
+            "type": "function",
+            "function": {
+                "name": call.get("function", {}).get("name", ""),
+                "arguments": orjson.dumps(call.get("function", {}).get("arguments", {})).decode(),
+            },
+        }
+        for i, call in enumerate(calls)
+    ]
+
+
+def finish_reason(native: JsonDict) -> str:
+    if native.get("message", {}).get("tool_calls"):
+        return "tool_calls"
+    return _FINISH.get(str(native.get("done_reason") or "stop"), "stop")
+
+
+def chat_response_from_native(native: JsonDict, *, request_id: str, created: int) -> JsonDict:
+    message = native.get("message") or {}
+    out_message: JsonDict = {"role": "assistant", "content": message.get("content", "")}
+    if message.get("tool_calls"):
+        out_message["tool_calls"] = _tool_calls(message["tool_calls"], request_id)
+    return {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": native.get("model", ""),
+        "system_fingerprint": "fp_shared_ollama",
+        "choices": [{"index": 0, "message": out_message, "finish_reason": finish_reason(native)}],
+        "usage": _usage(native),
+    }
+
+
+def chat_chunk_from_native(
+    native: JsonDict, *, request_id: str, created: int, first: bool, include_usage: bool
+) -> list[JsonDict]:
+    """One native stream chunk as zero or more OpenAI ``chat.completion.chunk`` objects."""
+    base = {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": native.get("model", ""),
+        "system_fingerprint": "fp_shared_ollama",
+    }
+    message = native.get("message") or {}
+    delta: JsonDict = {"role": "assistant"} if first else {}
+    if message.get("content"):
+        delta["content"] = message["content"]
+    if message.get("tool_calls"):
+        delta["tool_calls"] = _tool_calls(message["tool_calls"], request_id)
+    out: list[JsonDict] = []
+    done = bool(native.get("done"))
+    if delta or not done:
+        if first and "content" not in delta:
+            delta["content"] = ""
+        out.append({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+    if done:
+        out.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason(native)}]})
+        if include_usage:
+            out.append({**base, "choices": [], "usage": _usage(native)})
+    return out
+
+
+def completion_response_from_native(native: JsonDict, *, request_id: str, created: int) -> JsonDict:
+    return {
+        "id": f"cmpl-{request_id}",
+        "object": "text_completion",
+        "created": created,
+        "model": native.get("model", ""),
+        "system_fingerprint": "fp_shared_ollama",
+        "choices": [
+            {
+                "index": 0,
+                "text": native.get("response", ""),
+                "logprobs": None,
+                "finish_reason": finish_reason(native),
+            }
+        ],
+        "usage": _usage(native),
+    }
+
+
+def completion_chunk_from_native(
+    native: JsonDict, *, request_id: str, created: int, include_usage: bool
+) -> list[JsonDict]:
+    base = {
+        "id": f"cmpl-{request_id}",
+        "object": "text_completion",
+        "created": created,
+        "model": native.get("model", ""),
+        "system_fingerprint": "fp_shared_ollama",
+    }
+    done = bool(native.get("done"))
+    out = [
+        {
+            **base,
+            "choices": [
+                {
+                    "index": 0,
+                    "text": native.get("response", ""),
+                    "logprobs": None,
+                    "finish_reason": finish_reason(native) if done else None,
+                }
+            ],
+        }
+    ]
+    if done and include_usage:
+        out.append({**base, "choices": [], "usage": _usage(native)})
+    return out
+
+
+def _b64_floats(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def embedding_response_from_native(native: JsonDict, *, encoding: str) -> JsonDict:
+    vectors: list[list[float]] = native.get("embeddings") or []
+    data = [
+        {"object": "embedding", "index": i, "embedding": _b64_floats(v) if encoding == "base64" else v}
+        for i, v in enumerate(vectors)
+    ]
+    tokens = int(native.get("prompt_eval_count") or 0)
+    return {
+        "object": "list",
+        "data": data,
+        "model": native.get("model", ""),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _unix(timestamp: str | None) -> int:
+    if not timestamp:
+        return 0
+    try:
+        # Ollama timestamps carry nanoseconds; fromisoformat takes at most microseconds.
+        head, dot, tail = timestamp.partition(".")
+        if dot:
+            digits = "".join(ch for ch in tail if ch.isdigit())
+            zone = tail[len(digits) :]
+            timestamp = f"{head}.{digits[:6]}{zone}"
+        return int(datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0
+
+
+def model_from_tag(tag: JsonDict) -> JsonDict:
+    return {
+        "id": tag.get("name") or tag.get("model", ""),
+        "object": "model",
+        "created": _unix(tag.get("modified_at")),
+        "owned_by": "library",
+    }
+
+
+def models_from_tags(tags: JsonDict) -> JsonDict:
+    return {"object": "list", "data": [model_from_tag(t) for t in tags.get("models", [])]}

@@ -1,0 +1,144 @@
+"""Native (Ollama) request models: validated before anything reaches the engine.
+
+Unknown fields are kept (``extra="allow"``) and forwarded, so newer Ollama fields pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+JsonDict = dict[str, Any]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    def to_engine(self) -> JsonDict:
+        """The body sent to the engine: what the client sent, minus fields left unset."""
+        return self.model_dump(exclude_none=True, by_alias=True)
+
+
+class Options(_Wire):
+    """Ollama ``options``; only the commonly used ones are typed, the rest pass through."""
+
+    temperature: float | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    seed: int | None = None
+    num_predict: int | None = Field(default=None, ge=-2)
+    num_ctx: int | None = Field(default=None, ge=1)
+    stop: list[str] | None = None
+    repeat_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_list(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+
+class ToolCallFunction(_Wire):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCall(_Wire):
+    function: ToolCallFunction
+
+
+class Message(_Wire):
+    role: str = Field(min_length=1)
+    content: str = ""
+    images: list[str] | None = None
+    tool_calls: list[ToolCall] | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _null_content(cls, value: object) -> object:
+        return "" if value is None else value
+
+
+class _Generation(_Wire):
+    model: str = ""
+    format: str | JsonDict | None = None
+    options: Options | None = None
+    stream: bool | None = None
+    keep_alive: str | int | float | None = None
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str | JsonDict | None) -> str | JsonDict | None:
+        if isinstance(value, str) and value not in ("", "json"):
+            raise ValueError('format must be "json" or a JSON schema object')
+        return value or None
+
+
+class ChatRequest(_Generation):
+    messages: list[Message] = Field(default_factory=list)
+    tools: list[JsonDict] | None = None
+
+
+class GenerateRequest(_Generation):
+    prompt: str = ""
+    suffix: str | None = None
+    system: str | None = None
+    template: str | None = None
+    raw: bool | None = None
+    images: list[str] | None = None
+    context: list[int] | None = None
+
+
+class EmbedRequest(_Wire):
+    """``/api/embed``: ``input`` is a string or a list of strings."""
+
+    model: str = ""
+    input: str | list[str]
+    truncate: bool | None = None
+    options: Options | None = None
+    keep_alive: str | int | float | None = None
+    dimensions: int | None = Field(default=None, ge=1)
+
+    @field_validator("input")
+    @classmethod
+    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("input must not be an empty list")
+        return value
+
+
+class LegacyEmbeddingsRequest(_Wire):
+    """``/api/embeddings``: one ``prompt``."""
+
+    model: str = ""
+    prompt: str
+    options: Options | None = None
+    keep_alive: str | int | float | None = None
+
+
+class ShowRequest(_Wire):
+    model: str = Field(default="", validation_alias="model")
+    name: str | None = None
+    verbose: bool | None = None
+
+    def target(self) -> str:
+        return self.model or (self.name or "")
+
+
+class ServiceEmbeddingsRequest(_Wire):
+    """``/api/v1/embeddings``: the seed's ``prompt`` or an ``input`` string or list."""
+
+    model: str = ""
+    prompt: str | None = None
+    input: str | list[str] | None = None
+    truncate: bool | None = None
+    keep_alive: str | int | float | None = None
+
+    def texts(self) -> str | list[str]:
+        if self.input is not None:
+            return self.input
+        if self.prompt is not None:
+            return self.prompt
+        raise ValueError("either 'input' or 'prompt' is required")

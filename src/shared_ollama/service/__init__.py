@@ -1,0 +1,1 @@
+"""The request pipeline and everything it coordinates. No web framework imports here."""

@@ -1,0 +1,78 @@
+"""The one settings object. Built once (environment, prefix ``SHARED_OLLAMA_``) and passed down."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EngineMode = Literal["auto", "ollama", "embedded", "external"]
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".shared-ollama"
+
+
+class Settings(BaseSettings):
+    """Every tunable of the gateway and the embedded engine."""
+
+    model_config = SettingsConfigDict(env_prefix="SHARED_OLLAMA_", extra="ignore", frozen=True)
+
+    # --- gateway HTTP server
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    data_dir: Path = Field(default_factory=_default_data_dir)
+
+    # --- engine selection and supervision
+    engine: EngineMode = "auto"
+    ollama_url: str = "http://127.0.0.1:11434"
+    """Where a running Ollama is looked for (auto) or the engine to use (external)."""
+    ollama_binary: str = "ollama"
+    engine_host: str = "127.0.0.1"
+    engine_port: int = Field(default=0, ge=0, le=65535)
+    """Port for a managed engine; 0 picks a free loopback port."""
+    engine_start_timeout: float = Field(default=60.0, gt=0)
+    engine_restart_backoff: float = Field(default=0.5, gt=0)
+    engine_restart_backoff_max: float = Field(default=30.0, gt=0)
+    engine_stop_timeout: float = Field(default=10.0, gt=0)
+    engine_health_interval: float = Field(default=2.0, gt=0)
+
+    # --- engine client
+    engine_connect_timeout: float = Field(default=5.0, gt=0)
+    engine_request_timeout: float = Field(default=300.0, gt=0)
+    engine_max_connections: int = Field(default=256, ge=1)
+
+    # --- embedded engine
+    models_dir: Path | None = None
+    """Model store of the embedded engine; default ``<data_dir>/models``."""
+    engine_max_loaded_models: int = Field(default=3, ge=1)
+    engine_num_parallel: int = Field(default=4, ge=1)
+    engine_num_ctx: int = Field(default=4096, ge=256)
+    engine_threads: int = Field(default=0, ge=0)
+    """CPU threads per model; 0 means all cores."""
+    engine_keep_alive: str = "5m"
+
+    # --- models
+    default_model: str = "smollm2:135m"
+    default_embedding_model: str = "all-minilm"
+
+    @field_validator("ollama_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def store_dir(self) -> Path:
+        return self.models_dir if self.models_dir is not None else self.data_dir / "models"
+
+    @property
+    def threads(self) -> int:
+        return self.engine_threads or os.cpu_count() or 1
+
+    def public_dict(self) -> dict[str, object]:
+        """Settings as shown by ``shared-ollama config show`` (nothing secret lives here yet)."""
+        return self.model_dump(mode="json")

@@ -1,0 +1,192 @@
+"""A scripted Ollama-API engine for fault injection and timing (tests and bench/), never proof of features.
+
+Raw ASGI on uvicorn, so it stays much faster than anything it is used to measure. Behaviour is chosen per
+request by the model name:
+
+- ``fault-500`` / ``fault-503`` / ``fault-404``: answer with that status and an Ollama error body;
+- ``crash-midstream``: stream a few chunks, then drop the connection without a final chunk;
+- ``error-midstream``: stream a few chunks, then one ``{"error": ...}`` line, as Ollama does;
+- anything else: a normal answer of ``--tokens`` tokens, after ``--latency-ms``, ``--token-ms`` apart.
+
+``GET /_fake/requests`` returns the bodies received (most recent last, bounded); ``DELETE`` clears them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+_CREATED = "2026-01-01T00:00:00.000000000Z"
+
+
+@dataclass
+class FakeEngineConfig:
+    latency_ms: float = 0.0
+    token_ms: float = 0.0
+    tokens: int = 8
+    dims: int = 8
+
+
+@dataclass
+class FakeEngine:
+    config: FakeEngineConfig = field(default_factory=FakeEngineConfig)
+    received: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
+    in_flight: int = 0
+    cancelled: int = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        path, method = scope["path"], scope["method"]
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        if method == "GET":
+            await self._get(path, send)
+            return
+        if method == "DELETE" and path == "/_fake/requests":
+            self.received.clear()
+            await _json(send, 200, {})
+            return
+        try:
+            req = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError:
+            await _json(send, 400, {"error": "invalid JSON"})
+            return
+        self.received.append({"path": path, "body": req})
+        model = str(req.get("model", ""))
+        if model.startswith("fault-"):
+            status = int(model.split("-", 1)[1])
+            await _json(send, status, {"error": f"scripted failure {status}"})
+            return
+        if path in ("/api/embed", "/api/embeddings"):
+            await self._embed(path, req, send)
+        elif path in ("/api/chat", "/api/generate"):
+            self.in_flight += 1
+            try:
+                await self._generate(path, req, receive, send)
+            finally:
+                self.in_flight -= 1
+        elif path == "/api/show":
+            await _json(send, 200, {"modelfile": "", "details": {"family": "fake"}, "capabilities": ["completion"]})
+        else:
+            await _json(send, 404, {"error": "404 page not found"})
+
+    async def _get(self, path: str, send: Send) -> None:
+        if path == "/api/version":
+            await _json(send, 200, {"version": "0.0.0-fake"})
+        elif path == "/api/tags":
+            await _json(send, 200, {"models": [{"name": "fake:latest", "model": "fake:latest", "size": 1}]})
+        elif path == "/api/ps":
+            await _json(send, 200, {"models": []})
+        elif path == "/_fake/requests":
+            await _json(send, 200, {"requests": list(self.received), "in_flight": self.in_flight})
+        else:
+            await _json(send, 200 if path == "/" else 404, {"status": "fake"})
+
+    async def _embed(self, path: str, req: dict[str, Any], send: Send) -> None:
+        vector = [1.0] + [0.0] * (self.config.dims - 1)
+        if path == "/api/embeddings":
+            await _json(send, 200, {"embedding": vector})
+            return
+        texts = req.get("input", "")
+        count = 1 if isinstance(texts, str) else len(texts)
+        await _json(send, 200, {"model": req.get("model"), "embeddings": [vector] * count, "prompt_eval_count": count})
+
+    def _chunk(self, path: str, model: str, text: str) -> dict[str, Any]:
+        if path == "/api/chat":
+            return {
+                "model": model,
+                "created_at": _CREATED,
+                "message": {"role": "assistant", "content": text},
+                "done": False,
+            }
+        return {"model": model, "created_at": _CREATED, "response": text, "done": False}
+
+    def _final(self, path: str, model: str, text: str, started: float) -> dict[str, Any]:
+        out = self._chunk(path, model, text)
+        elapsed = int((time.perf_counter() - started) * 1e9)
+        out.update(
+            done=True,
+            done_reason="stop",
+            total_duration=elapsed,
+            load_duration=0,
+            prompt_eval_count=3,
+            prompt_eval_duration=1000,
+            eval_count=self.config.tokens,
+            eval_duration=max(elapsed, 1),
+        )
+        return out
+
+    async def _generate(self, path: str, req: dict[str, Any], receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        model = str(req.get("model", ""))
+        cfg = self.config
+        if cfg.latency_ms:
+            await asyncio.sleep(cfg.latency_ms / 1000)
+        if req.get("stream") is False:
+            if cfg.token_ms:
+                await asyncio.sleep(cfg.token_ms * cfg.tokens / 1000)
+            await _json(send, 200, self._final(path, model, "tok " * cfg.tokens, started))
+            return
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-ndjson")]}
+        )
+        for i in range(cfg.tokens):
+            if model in ("crash-midstream", "error-midstream") and i == 2:
+                if model == "error-midstream":
+                    await send({"type": "http.response.body", "body": b'{"error":"scripted mid-stream failure"}\n'})
+                    return
+                raise RuntimeError("scripted crash mid-stream")
+            if cfg.token_ms:
+                await asyncio.sleep(cfg.token_ms / 1000)
+            line = orjson.dumps(self._chunk(path, model, "tok ")) + b"\n"
+            try:
+                await send({"type": "http.response.body", "body": line, "more_body": True})
+            except OSError:
+                self.cancelled += 1
+                return
+        final = orjson.dumps(self._final(path, model, "", started)) + b"\n"
+        await send({"type": "http.response.body", "body": final})
+
+
+async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = orjson.dumps(body)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="scripted Ollama-API engine")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--token-ms", type=float, default=0.0)
+    parser.add_argument("--tokens", type=int, default=8)
+    args = parser.parse_args()
+    engine = FakeEngine(FakeEngineConfig(args.latency_ms, args.token_ms, args.tokens))
+    uvicorn.run(
+        engine, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, loop="uvloop", http="httptools"
+    )
+
+
+if __name__ == "__main__":
+    main()

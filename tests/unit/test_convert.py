@@ -1,0 +1,188 @@
+"""OpenAI <-> native converters."""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+import pytest
+
+from shared_ollama.errors import InvalidRequest
+from shared_ollama.protocol import convert
+from shared_ollama.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+
+
+def chat(**kwargs: object) -> ChatCompletionRequest:
+    base: dict[str, object] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    base.update(kwargs)
+    return ChatCompletionRequest.model_validate(base)
+
+
+def test_sampling_options_map_to_native_options() -> None:
+    native = convert.chat_request_to_native(
+        chat(temperature=0.2, top_p=0.9, seed=7, max_tokens=12, stop="END", presence_penalty=0.5)
+    )
+    assert native["options"] == {
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "seed": 7,
+        "num_predict": 12,
+        "stop": ["END"],
+        "presence_penalty": 0.5,
+    }
+    assert native["stream"] is False
+    assert "format" not in native
+
+
+def test_max_completion_tokens_wins_over_max_tokens() -> None:
+    native = convert.chat_request_to_native(chat(max_tokens=50, max_completion_tokens=5))
+    assert native["options"]["num_predict"] == 5
+
+
+def test_response_formats() -> None:
+    assert convert.chat_request_to_native(chat(response_format={"type": "json_object"}))["format"] == "json"
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    assert convert.chat_request_to_native(chat(response_format=fmt))["format"] == schema
+    assert "format" not in convert.chat_request_to_native(chat(response_format={"type": "text"}))
+    with pytest.raises(InvalidRequest):
+        convert.chat_request_to_native(chat(response_format={"type": "json_schema", "json_schema": {}}))
+
+
+def test_content_parts_and_images() -> None:
+    png = base64.b64encode(b"\x89PNG....").decode()
+    msg = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "what is"},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+            {"type": "text", "text": "this?"},
+        ],
+    }
+    native = convert.chat_request_to_native(chat(messages=[{"role": "developer", "content": "be brief"}, msg]))
+    assert native["messages"][0] == {"role": "system", "content": "be brief"}
+    assert native["messages"][1] == {"role": "user", "content": "what is\nthis?", "images": [png]}
+
+
+def test_remote_and_non_base64_images_are_refused() -> None:
+    for url in ("https://example.com/a.png", "data:image/png,rawbytes"):
+        msg = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}
+        with pytest.raises(InvalidRequest):
+            convert.chat_request_to_native(chat(messages=[msg]))
+
+
+def test_tool_calls_round_trip() -> None:
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    history = [
+        {"role": "user", "content": "weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+            ],
+        },
+        {"role": "tool", "content": "sunny", "tool_call_id": "c1", "name": "get_weather"},
+    ]
+    native = convert.chat_request_to_native(chat(messages=history, tools=tools))
+    assert native["tools"] == tools
+    assert native["messages"][1]["tool_calls"] == [
+        {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    ]
+    assert native["messages"][2]["tool_name"] == "get_weather"
+    response = convert.chat_response_from_native(
+        {
+            "model": "m",
+            "message": {"role": "assistant", "content": "", "tool_calls": native["messages"][1]["tool_calls"]},
+        },
+        request_id="r1",
+        created=1,
+    )
+    choice = response["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city":"Paris"}'}
+
+
+def test_chat_response_and_usage() -> None:
+    native = {
+        "model": "smollm2:135m",
+        "message": {"role": "assistant", "content": "Paris."},
+        "done": True,
+        "done_reason": "length",
+        "prompt_eval_count": 10,
+        "eval_count": 3,
+    }
+    out = convert.chat_response_from_native(native, request_id="abc", created=5)
+    assert out["id"] == "chatcmpl-abc"
+    assert out["object"] == "chat.completion"
+    assert out["choices"][0] == {
+        "index": 0,
+        "message": {"role": "assistant", "content": "Paris."},
+        "finish_reason": "length",
+    }
+    assert out["usage"] == {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
+
+
+def test_stream_chunks() -> None:
+    first = convert.chat_chunk_from_native(
+        {"model": "m", "message": {"content": "Pa"}, "done": False},
+        request_id="r",
+        created=1,
+        first=True,
+        include_usage=True,
+    )
+    assert first[0]["choices"][0]["delta"] == {"role": "assistant", "content": "Pa"}
+    last = convert.chat_chunk_from_native(
+        {"model": "m", "message": {"content": ""}, "done": True, "done_reason": "stop", "eval_count": 2},
+        request_id="r",
+        created=1,
+        first=False,
+        include_usage=True,
+    )
+    assert [c["choices"][0]["finish_reason"] if c["choices"] else "usage" for c in last] == ["stop", "usage"]
+    assert last[-1]["usage"]["completion_tokens"] == 2
+    no_usage = convert.chat_chunk_from_native(
+        {"model": "m", "message": {"content": ""}, "done": True},
+        request_id="r",
+        created=1,
+        first=False,
+        include_usage=False,
+    )
+    assert len(no_usage) == 1
+
+
+def test_completion_conversion() -> None:
+    req = CompletionRequest.model_validate({"model": "m", "prompt": ["The sky is"], "max_tokens": 4, "stream": True})
+    assert convert.completion_request_to_native(req) == {
+        "model": "m",
+        "prompt": "The sky is",
+        "stream": True,
+        "options": {"num_predict": 4},
+    }
+    with pytest.raises(ValueError):
+        CompletionRequest.model_validate({"model": "m", "prompt": ["a", "b"]})
+    out = convert.completion_response_from_native(
+        {"model": "m", "response": " blue", "done": True}, request_id="x", created=2
+    )
+    assert out["choices"][0]["text"] == " blue"
+    assert out["object"] == "text_completion"
+
+
+def test_embeddings_float_and_base64() -> None:
+    native = {"model": "e", "embeddings": [[0.5, -1.0], [0.25, 2.0]], "prompt_eval_count": 4}
+    floats = convert.embedding_response_from_native(native, encoding="float")
+    assert floats["data"][1] == {"object": "embedding", "index": 1, "embedding": [0.25, 2.0]}
+    assert floats["usage"] == {"prompt_tokens": 4, "total_tokens": 4}
+    b64 = convert.embedding_response_from_native(native, encoding="base64")
+    decoded = struct.unpack("<2f", base64.b64decode(b64["data"][0]["embedding"]))
+    assert decoded == (0.5, -1.0)
+    with pytest.raises(ValueError):
+        EmbeddingRequest.model_validate({"model": "e", "input": [[1, 2, 3]]})
+
+
+def test_models_from_tags() -> None:
+    tags = {"models": [{"name": "smollm2:135m", "modified_at": "2026-11-25T07:00:00.123456789Z"}]}
+    out = convert.models_from_tags(tags)
+    assert out["object"] == "list"
+    assert out["data"][0]["id"] == "smollm2:135m"
+    assert out["data"][0]["created"] == 1795590000
