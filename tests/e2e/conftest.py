@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,38 @@ def engine_url(model_store: Path, artifacts_dir: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http_ok(f"{url}/api/version", proc)
+        yield url
+    finally:
+        stop(proc)
+
+
+def start_gateway(
+    model_store: Path, data_dir: Path, log_path: Path, env: dict[str, str] | None = None
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """``shared-ollama serve`` on a free port, managing its own engine unless ``env`` says otherwise."""
+    port = free_port()
+    full_env = {
+        "SHARED_OLLAMA_MODELS_DIR": str(model_store),
+        "SHARED_OLLAMA_DATA_DIR": str(data_dir),
+        "SHARED_OLLAMA_ENGINE": "embedded",
+        "SHARED_OLLAMA_ENGINE_NUM_PARALLEL": "2",
+    }
+    full_env.update(env or {})
+    proc = spawn(["serve", "--host", "127.0.0.1", "--port", str(port)], env=full_env, log_path=log_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http_ok(f"{url}/api/v1/health", proc)
+    except BaseException:
+        stop(proc)
+        raise
+    return url, proc
+
+
+@pytest.fixture(scope="session")
+def gateway_url(model_store: Path, artifacts_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real gateway with the real embedded engine it starts and supervises itself."""
+    url, proc = start_gateway(model_store, tmp_path_factory.mktemp("gw"), artifacts_dir / "gateway-e2e.log")
+    try:
         yield url
     finally:
         stop(proc)

@@ -152,3 +152,11 @@ async def test_remote_image_urls_are_refused(gateway: httpx.AsyncClient) -> None
     )
     assert resp.status_code == 400
     assert "remote image URLs" in resp.json()["error"]["message"]
+
+
+async def test_swagger_ui_and_openapi(gateway: httpx.AsyncClient) -> None:
+    docs = await gateway.get("/api/docs")
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
+    paths = (await gateway.get("/api/openapi.json")).json()["paths"]
+    assert {"/api/v1/chat", "/api/chat", "/v1/chat/completions", "/v1/embeddings"} <= set(paths)

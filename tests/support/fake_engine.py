@@ -6,7 +6,8 @@ request by the model name:
 - ``fault-500`` / ``fault-503`` / ``fault-404``: answer with that status and an Ollama error body;
 - ``crash-midstream``: stream a few chunks, then drop the connection without a final chunk;
 - ``error-midstream``: stream a few chunks, then one ``{"error": ...}`` line, as Ollama does;
-- anything else: a normal answer of ``--tokens`` tokens, after ``--latency-ms``, ``--token-ms`` apart.
+- anything else: a normal answer of ``--tokens`` tokens, after ``--latency-ms``, ``--token-ms`` apart
+  (``options.num_predict`` and ``options.fake_token_ms`` override the count and pacing per request).
 
 ``GET /_fake/requests`` returns the bodies received (most recent last, bounded); ``DELETE`` clears them.
 """
@@ -119,7 +120,7 @@ class FakeEngine:
             }
         return {"model": model, "created_at": _CREATED, "response": text, "done": False}
 
-    def _final(self, path: str, model: str, text: str, started: float) -> dict[str, Any]:
+    def _final(self, path: str, model: str, text: str, started: float, tokens: int) -> dict[str, Any]:
         out = self._chunk(path, model, text)
         elapsed = int((time.perf_counter() - started) * 1e9)
         out.update(
@@ -129,7 +130,7 @@ class FakeEngine:
             load_duration=0,
             prompt_eval_count=3,
             prompt_eval_duration=1000,
-            eval_count=self.config.tokens,
+            eval_count=tokens,
             eval_duration=max(elapsed, 1),
         )
         return out
@@ -137,13 +138,18 @@ class FakeEngine:
     async def _generate(self, path: str, req: dict[str, Any], receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         model = str(req.get("model", ""))
-        cfg = self.config
+        options = req.get("options") or {}
+        cfg = FakeEngineConfig(
+            latency_ms=self.config.latency_ms,
+            token_ms=float(options.get("fake_token_ms", self.config.token_ms)),
+            tokens=int(options.get("num_predict", self.config.tokens)),
+        )
         if cfg.latency_ms:
             await asyncio.sleep(cfg.latency_ms / 1000)
         if req.get("stream") is False:
             if cfg.token_ms:
                 await asyncio.sleep(cfg.token_ms * cfg.tokens / 1000)
-            await _json(send, 200, self._final(path, model, "tok " * cfg.tokens, started))
+            await _json(send, 200, self._final(path, model, "tok " * cfg.tokens, started, cfg.tokens))
             return
         await send(
             {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-ndjson")]}
@@ -162,7 +168,7 @@ class FakeEngine:
             except OSError:
                 self.cancelled += 1
                 return
-        final = orjson.dumps(self._final(path, model, "", started)) + b"\n"
+        final = orjson.dumps(self._final(path, model, "", started, cfg.tokens)) + b"\n"
         await send({"type": "http.response.body", "body": final})
 
 

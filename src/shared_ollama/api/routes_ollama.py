@@ -13,6 +13,7 @@ from shared_ollama.api.http import (
     parse,
     until_disconnect,
 )
+from shared_ollama.api.openapi import body
 from shared_ollama.protocol.native import (
     ChatRequest,
     EmbedRequest,
@@ -35,31 +36,37 @@ async def _generation(request: Request, path: str, body: dict[str, object], stre
     return json_response(await until_disconnect(request, gateway.call(ctx, path, body)))
 
 
-@router.post("/api/chat", summary="Chat (Ollama format; streams NDJSON unless stream is false)")
+@router.post(
+    "/api/chat", summary="Chat (Ollama format; streams NDJSON unless stream is false)", openapi_extra=body(ChatRequest)
+)
 async def chat(request: Request) -> Response:
     req = await parse(request, ChatRequest)
     return await _generation(request, "/api/chat", req.to_engine(), req.stream is not False)
 
 
-@router.post("/api/generate", summary="Generate (Ollama format; streams NDJSON unless stream is false)")
+@router.post(
+    "/api/generate",
+    summary="Generate (Ollama format; streams NDJSON unless stream is false)",
+    openapi_extra=body(GenerateRequest),
+)
 async def generate(request: Request) -> Response:
     req = await parse(request, GenerateRequest)
     return await _generation(request, "/api/generate", req.to_engine(), req.stream is not False)
 
 
-@router.post("/api/embed", summary="Embeddings for one or more inputs")
+@router.post("/api/embed", summary="Embeddings for one or more inputs", openapi_extra=body(EmbedRequest))
 async def embed(request: Request) -> Response:
     req = await parse(request, EmbedRequest)
     return await _generation(request, "/api/embed", req.to_engine(), False)
 
 
-@router.post("/api/embeddings", summary="Legacy single-prompt embeddings")
+@router.post("/api/embeddings", summary="Legacy single-prompt embeddings", openapi_extra=body(LegacyEmbeddingsRequest))
 async def embeddings(request: Request) -> Response:
     req = await parse(request, LegacyEmbeddingsRequest)
     return await _generation(request, "/api/embeddings", req.to_engine(), False)
 
 
-@router.post("/api/show", summary="Model details")
+@router.post("/api/show", summary="Model details", openapi_extra=body(ShowRequest))
 async def show(request: Request) -> Response:
     req = await parse(request, ShowRequest)
     body = req.to_engine()

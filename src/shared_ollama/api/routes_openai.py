@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from shared_ollama.api.deps import context_of, gateway_of
 from shared_ollama.api.http import json_response, open_stream, parse, sse_response, until_disconnect
+from shared_ollama.api.openapi import body
 from shared_ollama.errors import ModelNotFound
 from shared_ollama.protocol import convert
 from shared_ollama.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -49,11 +50,15 @@ async def chat_completions(request: Request) -> Response:
 
 
 router.add_api_route(
-    "/v1/chat/completions", chat_completions, methods=["POST"], summary="Chat completions (OpenAI format)"
+    "/v1/chat/completions",
+    chat_completions,
+    methods=["POST"],
+    summary="Chat completions (OpenAI format)",
+    openapi_extra=body(ChatCompletionRequest),
 )
 
 
-@router.post("/v1/completions", summary="Text completions (OpenAI format)")
+@router.post("/v1/completions", summary="Text completions (OpenAI format)", openapi_extra=body(CompletionRequest))
 async def completions(request: Request) -> Response:
     req = await parse(request, CompletionRequest)
     gateway = gateway_of(request)
@@ -75,7 +80,9 @@ async def completions(request: Request) -> Response:
     return json_response(convert.completion_response_from_native(native, request_id=ctx.request_id, created=created))
 
 
-@router.post("/v1/embeddings", summary="Embeddings (OpenAI format, float or base64)")
+@router.post(
+    "/v1/embeddings", summary="Embeddings (OpenAI format, float or base64)", openapi_extra=body(EmbeddingRequest)
+)
 async def embeddings(request: Request) -> Response:
     req = await parse(request, EmbeddingRequest)
     gateway = gateway_of(request)

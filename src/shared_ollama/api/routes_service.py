@@ -19,10 +19,12 @@ from shared_ollama.api.http import (
     until_disconnect,
     validate,
 )
+from shared_ollama.api.openapi import body
 from shared_ollama.api.routes_openai import chat_completions
 from shared_ollama.backends.supervisor import EngineState
 from shared_ollama.errors import InvalidRequest
 from shared_ollama.protocol.native import ChatRequest, GenerateRequest, ServiceEmbeddingsRequest
+from shared_ollama.protocol.openai import ChatCompletionRequest
 
 router = APIRouter(prefix="/api/v1", tags=["service"])
 SURFACE = "service"
@@ -57,24 +59,38 @@ async def _native(request: Request, path: str, body: dict[str, object], stream: 
     return json_response(await until_disconnect(request, gateway.call(ctx, path, body)))
 
 
-@router.post("/chat", summary="Chat (native format; non-streamed unless stream is true)")
+@router.post(
+    "/chat", summary="Chat (native format; non-streamed unless stream is true)", openapi_extra=body(ChatRequest)
+)
 async def chat(request: Request) -> Response:
     req = await parse(request, ChatRequest)
     return await _native(request, "/api/chat", req.to_engine(), req.stream is True)
 
 
-@router.post("/generate", summary="Generate (native format; non-streamed unless stream is true)")
+@router.post(
+    "/generate",
+    summary="Generate (native format; non-streamed unless stream is true)",
+    openapi_extra=body(GenerateRequest),
+)
 async def generate(request: Request) -> Response:
     req = await parse(request, GenerateRequest)
     return await _native(request, "/api/generate", req.to_engine(), req.stream is True)
 
 
 router.add_api_route(
-    "/chat/completions", chat_completions, methods=["POST"], summary="Chat completions (OpenAI format)"
+    "/chat/completions",
+    chat_completions,
+    methods=["POST"],
+    summary="Chat completions (OpenAI format)",
+    openapi_extra=body(ChatCompletionRequest),
 )
 
 
-@router.post("/embeddings", summary="Embeddings: `prompt` (one text) or `input` (text or list)")
+@router.post(
+    "/embeddings",
+    summary="Embeddings: `prompt` (one text) or `input` (text or list)",
+    openapi_extra=body(ServiceEmbeddingsRequest),
+)
 async def embeddings(request: Request) -> Response:
     req = validate(ServiceEmbeddingsRequest, await read_json(request))
     try:

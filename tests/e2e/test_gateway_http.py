@@ -1,0 +1,109 @@
+"""The service API and the error contracts over plain HTTP, against the real engine."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+QUESTION = [{"role": "user", "content": "Capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def http(gateway_url: str) -> httpx.Client:
+    with httpx.Client(base_url=gateway_url, timeout=120) as client:
+        yield client
+
+
+def test_health(http: httpx.Client) -> None:
+    resp = http.get("/api/v1/health")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["status"] == "healthy"
+    assert body["ollama_status"] == "running"
+    assert body["engine"]["kind"] == "embedded"
+    assert body["engine"]["managed"] is True
+    assert resp.headers["X-Shared-Ollama-Request-Id"]
+
+
+def test_service_chat_is_the_readme_example(http: httpx.Client) -> None:
+    resp = http.post("/api/v1/chat", json={"model": "smollm2:135m", "messages": QUESTION})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["message"]["content"].strip()
+    assert body["done"] is True
+
+
+def test_service_generate_chat_completions_and_embeddings(http: httpx.Client) -> None:
+    gen = http.post("/api/v1/generate", json={"prompt": "The sky is", "options": {"num_predict": 6}}).json()
+    assert gen["response"]
+    oai = http.post("/api/v1/chat/completions", json={"model": "smollm2:135m", "messages": QUESTION, "max_tokens": 8})
+    assert oai.json()["object"] == "chat.completion"
+    emb = http.post("/api/v1/embeddings", json={"model": "all-minilm", "prompt": "What is machine learning?"}).json()
+    assert len(emb["embedding"]) == 384
+    models = http.get("/api/v1/models").json()
+    assert any(m["name"] == "smollm2:135m" for m in models["models"])
+
+
+def test_service_chat_streams_when_asked(http: httpx.Client) -> None:
+    with http.stream(
+        "POST", "/api/v1/chat", json={"messages": QUESTION, "stream": True, "options": {"num_predict": 8}}
+    ) as resp:
+        assert resp.headers["content-type"].startswith("application/x-ndjson")
+        lines = [orjson.loads(line) for line in resp.iter_lines() if line]
+    assert lines[-1]["done"] is True
+    assert lines[-1]["eval_count"] <= 8
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/chat", {"model": "nope:1b", "messages": QUESTION, "stream": False}),
+        ("/api/v1/chat", {"model": "nope:1b", "messages": QUESTION}),
+        ("/api/embed", {"model": "nope:1b", "input": "x"}),
+    ],
+)
+def test_unknown_model_native_format(http: httpx.Client, path: str, body: dict[str, object]) -> None:
+    resp = http.post(path, json=body)
+    assert resp.status_code == 404
+    err = resp.json()
+    assert err["code"] == "model_not_found"
+    assert err["error"] == "model 'nope:1b' not found"
+    assert err["request_id"] == resp.headers["X-Shared-Ollama-Request-Id"]
+
+
+def test_unknown_model_streaming_is_a_plain_404(http: httpx.Client) -> None:
+    resp = http.post("/api/chat", json={"model": "nope:1b", "messages": QUESTION})
+    assert resp.status_code == 404
+    assert resp.json()["code"] == "model_not_found"
+
+
+def test_unknown_model_openai_format(http: httpx.Client) -> None:
+    resp = http.post("/v1/chat/completions", json={"model": "nope:1b", "messages": QUESTION, "stream": True})
+    assert resp.status_code == 404
+    err = resp.json()["error"]
+    assert err["code"] == "model_not_found"
+    assert err["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/api/v1/chat", "/v1/chat/completions", "/v1/embeddings"])
+def test_malformed_json(http: httpx.Client, path: str) -> None:
+    resp = http.post(
+        path, content=b'{"model": "smollm2:135m", "messages": [', headers={"Content-Type": "application/json"}
+    )
+    assert resp.status_code == 400
+    body = resp.json()
+    code = body["error"]["code"] if path.startswith("/v1/") else body["code"]
+    assert code == "invalid_request"
+
+
+def test_abandoned_stream_leaves_the_service_usable(http: httpx.Client) -> None:
+    for _ in range(3):
+        with http.stream("POST", "/api/chat", json={"model": "smollm2:135m", "messages": QUESTION}) as resp:
+            first = next(resp.iter_lines())
+            assert orjson.loads(first)["done"] is False
+    resp = http.post("/api/v1/chat", json={"messages": QUESTION, "options": {"num_predict": 4}})
+    assert resp.status_code == 200
+    assert resp.json()["done"] is True
