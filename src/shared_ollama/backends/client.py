@@ -95,7 +95,7 @@ class EngineClient:
 
     def _check_available(self) -> None:
         if not self._is_available():
-            raise BackendUnavailable("the engine is restarting", retry_after=_RETRY_AFTER_DOWN)
+            raise BackendUnavailable("the engine is down and being restarted", retry_after=_RETRY_AFTER_DOWN)
 
     async def _with_retry(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``call``; retry once when a pooled keep-alive connection turned out to be closed."""

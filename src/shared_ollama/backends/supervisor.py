@@ -117,8 +117,12 @@ class EngineSupervisor:
         return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
 
     def is_available(self) -> bool:
-        """False only while we know the engine is down; requests then fail fast with backend_unavailable."""
-        return self.state in (EngineState.RUNNING, EngineState.STARTING)
+        """False while a managed engine is known to be dead; requests then fail fast with backend_unavailable.
+
+        An external engine is always tried: a refused connection is as fast as the check, and the request
+        succeeds as soon as the engine is back, without waiting for the next health probe.
+        """
+        return self.state != EngineState.RESTARTING
 
     async def start(self) -> None:
         self._stopping = False
