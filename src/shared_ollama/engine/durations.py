@@ -1,0 +1,38 @@
+"""Ollama's keep_alive semantics: a number is seconds, a string is a Go-style duration, negative = forever."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(value: str) -> float:
+    """``"1h30m"``, ``"300ms"``, ``"-1m"``, ``"10"`` (seconds) -> seconds. Raises ValueError."""
+    text = value.strip()
+    if not text:
+        raise ValueError("empty duration")
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    try:
+        return sign * float(body)
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    for match in _PART.finditer(body):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(body) or pos == 0:
+        raise ValueError(f"invalid duration {value!r}")
+    return sign * total
+
+
+def keep_alive_seconds(value: str | int | float | None, default: str) -> float | None:
+    """Seconds to keep a model loaded after a request; ``None`` means forever, ``0`` means unload now."""
+    if value is None or value == "":
+        value = default
+    seconds = float(value) if isinstance(value, int | float) else parse_duration(value)
+    return None if seconds < 0 else seconds

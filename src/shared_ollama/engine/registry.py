@@ -1,0 +1,132 @@
+"""Loaded models: shared loads, Ollama keep_alive, and least-recently-used eviction beyond a maximum."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from shared_ollama.engine.runtime import LoadedModel
+from shared_ollama.engine.store import ModelEntry, ModelStore
+from shared_ollama.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ModelRegistry:
+    def __init__(self, settings: Settings, store: ModelStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="llama")
+        self._loaded: dict[str, LoadedModel] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._changed = asyncio.Condition()
+        self._reaper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap(), name="keep-alive-reaper")
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for name in list(self._loaded):
+            self._drop(name)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def loaded(self) -> list[LoadedModel]:
+        return sorted(self._loaded.values(), key=lambda m: -m.last_used)
+
+    def _num_ctx(self, entry: ModelEntry, requested: int | None) -> int:
+        num_ctx = int(requested or entry.parameters.get("num_ctx") or self.settings.engine_num_ctx)
+        return min(num_ctx, entry.context_length) if entry.context_length else num_ctx
+
+    def _drop(self, name: str) -> None:
+        model = self._loaded.pop(name, None)
+        if model is not None:
+            model.close()
+            del model
+            gc.collect()
+            log.info("unloaded %s", name)
+
+    async def _wait_idle(self, name: str) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: name not in self._loaded or self._loaded[name].in_flight == 0)
+
+    async def _make_room(self) -> None:
+        """Evict least-recently-used idle models until one more fits (waits while all are busy)."""
+        async with self._changed:
+            while len(self._loaded) >= self.settings.engine_max_loaded_models:
+                idle = [m for m in self._loaded.values() if m.in_flight == 0]
+                if idle:
+                    self._drop(min(idle, key=lambda m: m.last_used).entry.name)
+                else:
+                    await self._changed.wait()
+
+    async def _get(self, entry: ModelEntry, num_ctx: int) -> tuple[LoadedModel, int]:
+        """The loaded model, counted in flight, and the load time this request paid (0 if already loaded)."""
+        name = entry.name
+        load_ns = 0
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            current = self._loaded.get(name)
+            if current is not None and (current.num_ctx != num_ctx or current.entry.digest != entry.digest):
+                await self._wait_idle(name)
+                self._drop(name)
+                current = None
+            if current is None:
+                await self._make_room()
+                loop = asyncio.get_running_loop()
+                gguf = self.store.blob_path(entry.digest)
+                current = await loop.run_in_executor(
+                    self.executor, LoadedModel.load, entry, gguf, self.settings, num_ctx, self.executor
+                )
+                self._loaded[name] = current
+                load_ns = current.load_ns
+                log.info("loaded %s (num_ctx %s) in %.2fs", name, num_ctx, current.load_ns / 1e9)
+            current.in_flight += 1
+            current.last_used = time.monotonic()
+            return current, load_ns
+
+    @asynccontextmanager
+    async def use(
+        self, entry: ModelEntry, num_ctx: int | None, keep_alive: float | None
+    ) -> AsyncIterator[tuple[LoadedModel, int]]:
+        """Hold ``entry`` loaded for one request; afterwards apply its keep_alive (0 unloads at once)."""
+        model, load_ns = await self._get(entry, self._num_ctx(entry, num_ctx))
+        try:
+            yield model, load_ns
+        finally:
+            model.in_flight -= 1
+            model.last_used = time.monotonic()
+            model.keep_alive = keep_alive
+            if keep_alive == 0 and model.in_flight == 0 and self._loaded.get(entry.name) is model:
+                self._drop(entry.name)
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def load(self, entry: ModelEntry, num_ctx: int | None, keep_alive: float | None) -> int:
+        """Load (or refresh) a model without a request; returns the load time paid in nanoseconds."""
+        async with self.use(entry, num_ctx, keep_alive) as (_, load_ns):
+            return load_ns
+
+    async def unload(self, name: str) -> None:
+        if name in self._loaded:
+            await self._wait_idle(name)
+            self._drop(name)
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for model in list(self._loaded.values()):
+                remaining = model.expires_in
+                if model.in_flight == 0 and remaining is not None and remaining <= 0:
+                    self._drop(model.entry.name)
