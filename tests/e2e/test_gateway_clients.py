@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 
 import ollama
 import openai
@@ -144,10 +146,14 @@ def test_openai_completions(openai_client: openai.OpenAI) -> None:
 def test_openai_embeddings_float_and_base64(openai_client: openai.OpenAI) -> None:
     as_floats = openai_client.embeddings.create(model=EMBED_MODEL, input=["hello world"], encoding_format="float")
     as_b64 = openai_client.embeddings.create(model=EMBED_MODEL, input="hello world", encoding_format="base64")
+    sdk_default = openai_client.embeddings.create(model=EMBED_MODEL, input="hello world")  # base64, decoded by the SDK
     a = as_floats.data[0].embedding
-    b = as_b64.data[0].embedding
-    assert len(a) == len(b) == 384
+    raw = base64.b64decode(as_b64.data[0].embedding)  # type: ignore[arg-type]
+    b = list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    c = sdk_default.data[0].embedding
+    assert len(a) == len(b) == len(c) == 384
     assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-6
+    assert max(abs(x - y) for x, y in zip(a, c, strict=True)) < 1e-6
 
 
 def test_openai_models(openai_client: openai.OpenAI) -> None:

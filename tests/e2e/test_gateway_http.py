@@ -29,7 +29,9 @@ def test_health(http: httpx.Client) -> None:
 
 
 def test_service_chat_is_the_readme_example(http: httpx.Client) -> None:
-    resp = http.post("/api/v1/chat", json={"model": "smollm2:135m", "messages": QUESTION})
+    resp = http.post(
+        "/api/v1/chat", json={"model": "smollm2:135m", "messages": QUESTION, "options": {"num_predict": 64}}
+    )
     assert resp.status_code == 200
     body = resp.json()
     assert body["message"]["content"].strip()

@@ -86,6 +86,7 @@ class LoadedModel:
             slots = settings.engine_num_parallel
             params.n_parallel = slots
             params.n_ctx = num_ctx * slots
+            params.ctx_shift = False  # a full context ends generation ("length"), never an endless shift
         server = xllamacpp.Server(params)
         return cls(entry, server, num_ctx, time.monotonic_ns() - started, executor)
 
