@@ -105,7 +105,7 @@ def test_openai_chat_stream_with_usage(openai_client: openai.OpenAI) -> None:
 def test_openai_json_schema(openai_client: openai.OpenAI) -> None:
     schema = {
         "type": "object",
-        "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+        "properties": {"city": {"type": "string", "maxLength": 30}, "country": {"type": "string", "maxLength": 30}},
         "required": ["city", "country"],
     }
     resp = openai_client.chat.completions.create(

@@ -39,7 +39,9 @@ def _check(result: Any) -> JsonDict:
     if error:
         message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
         code = int(error.get("code", 500)) if isinstance(error, dict) and str(error.get("code", "")).isdigit() else 500
-        raise EngineCallError(message, 400 if code == 400 else code)
+        if "too large" in message or "exceeds the available context" in message:
+            code = 400  # the input does not fit the model's context: the client's to fix
+        raise EngineCallError(message, code if 400 <= code < 600 else 500)
     return result
 
 

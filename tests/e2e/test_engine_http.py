@@ -1,0 +1,149 @@
+"""The embedded engine alone, with the real models: Ollama's API as Ollama's clients see it."""
+
+from __future__ import annotations
+
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import ollama
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+CHAT = "smollm2:135m"
+EMBED = "all-minilm"
+HI = [{"role": "user", "content": "Say hello."}]
+
+
+@pytest.fixture(scope="module")
+def http(engine_url: str) -> httpx.Client:
+    with httpx.Client(base_url=engine_url, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def client(engine_url: str) -> ollama.Client:
+    return ollama.Client(host=engine_url)
+
+
+def test_version_tags_show(http: httpx.Client, client: ollama.Client) -> None:
+    assert http.get("/").text == "Ollama is running"
+    assert http.get("/api/version").json()["version"]
+    names = {m.model for m in client.list().models}
+    assert {"smollm2:135m", "all-minilm:latest"} <= names
+    shown = client.show(CHAT)
+    assert shown.capabilities == ["completion"]
+    assert shown.details.family == "llama"
+    assert shown.modelinfo["llama.context_length"] == 8192
+    assert client.show(EMBED).capabilities == ["embedding"]
+
+
+def test_num_predict_limits_and_reports_length(client: ollama.Client) -> None:
+    resp = client.chat(model=CHAT, messages=HI, options={"num_predict": 5})
+    assert resp.eval_count <= 5
+    assert resp.done_reason == "length"
+    assert resp.prompt_eval_duration > 0
+    assert resp.eval_duration > 0
+
+
+def test_seed_and_zero_temperature_are_reproducible(client: ollama.Client) -> None:
+    opts = {"num_predict": 16, "temperature": 0, "seed": 42}
+    first = client.generate(model=CHAT, prompt="List three fruits.", options=opts).response
+    second = client.generate(model=CHAT, prompt="List three fruits.", options=opts).response
+    assert first == second
+    assert first.strip()
+
+
+def test_format_schema_constrains_output(client: ollama.Client) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer", "maximum": 120}},
+        "required": ["name", "age"],
+    }
+    resp = client.chat(
+        model=CHAT,
+        messages=[{"role": "user", "content": "Invent a person."}],
+        format=schema,
+        options={"temperature": 0, "num_predict": 100},
+    )
+    data = json.loads(resp.message.content)
+    assert isinstance(data["name"], str)
+    assert isinstance(data["age"], int)
+    as_json = client.generate(
+        model=CHAT, prompt="A JSON object about a cat.", format="json", options={"num_predict": 60}
+    )
+    assert isinstance(json.loads(as_json.response), dict)
+
+
+def test_embed_vectors_are_unit_length_and_meaningful(client: ollama.Client) -> None:
+    texts = ["The cat sleeps on the sofa.", "A kitten naps on the couch.", "Quarterly tax filing deadlines."]
+    vectors = client.embed(model=EMBED, input=texts).embeddings
+    assert [len(v) for v in vectors] == [384, 384, 384]
+    assert all(math.isclose(sum(x * x for x in v), 1.0, rel_tol=1e-4) for v in vectors)
+
+    def cos(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2]) + 0.3
+    single = client.embed(model=EMBED, input=texts[0]).embeddings
+    assert max(abs(x - y) for x, y in zip(single[0], vectors[0], strict=True)) < 1e-4
+    legacy = client.embeddings(model=EMBED, prompt=texts[0]).embedding
+    norm = math.sqrt(sum(x * x for x in legacy))
+    assert norm > 1.5  # the legacy endpoint returns the raw pooled vector
+    assert max(abs(x / norm - y) for x, y in zip(legacy, vectors[0], strict=True)) < 1e-4
+
+
+def test_wrong_model_kind_is_a_400(http: httpx.Client) -> None:
+    resp = http.post("/api/chat", json={"model": EMBED, "messages": HI, "stream": False})
+    assert resp.status_code == 400
+    resp = http.post("/api/embed", json={"model": CHAT, "input": "x"})
+    assert resp.status_code == 400
+    resp = http.post(
+        "/api/chat", json={"model": CHAT, "messages": [{"role": "user", "content": "?", "images": ["AA"]}]}
+    )
+    assert resp.status_code == 400
+    assert "does not support images" in resp.json()["error"]
+
+
+def test_errors_match_ollama(http: httpx.Client) -> None:
+    resp = http.post("/api/chat", json={"model": "nope", "messages": HI})
+    assert resp.status_code == 404
+    assert resp.json() == {"error": "model 'nope' not found"}
+    assert http.post("/api/chat", content=b"{nope").status_code == 400
+    assert http.post("/api/generate", json={"prompt": "x"}).status_code == 400
+    too_long = http.post("/api/embed", json={"model": EMBED, "input": "word " * 2000})
+    assert too_long.status_code == 400
+
+
+def test_keep_alive_zero_unloads_and_empty_request_loads(http: httpx.Client, client: ollama.Client) -> None:
+    loaded = http.post("/api/generate", json={"model": CHAT, "keep_alive": "10m"}).json()
+    assert loaded["done_reason"] == "load"
+    assert CHAT in {m.model for m in client.ps().models}
+    unloaded = http.post("/api/generate", json={"model": CHAT, "keep_alive": 0}).json()
+    assert unloaded["done_reason"] == "unload"
+    assert CHAT not in {m.model for m in client.ps().models}
+    client.chat(model=CHAT, messages=HI, options={"num_predict": 2}, keep_alive=0)
+    assert CHAT not in {m.model for m in client.ps().models}
+    client.chat(model=CHAT, messages=HI, options={"num_predict": 2}, keep_alive=-1)
+    running = {m.model: m for m in client.ps().models}
+    assert running[CHAT].expires_at.year > 2100
+
+
+def test_abandoned_stream_stops_generation(http: httpx.Client, client: ollama.Client) -> None:
+    body = {"model": CHAT, "messages": [{"role": "user", "content": "Write a very long essay."}]}
+    with http.stream("POST", "/api/chat", json={**body, "options": {"num_predict": 2000}}) as resp:
+        for _ in zip(range(3), resp.iter_lines(), strict=False):
+            pass
+    resp = client.chat(model=CHAT, messages=HI, options={"num_predict": 4})
+    assert resp.done
+
+
+def test_concurrent_requests_all_complete(client: ollama.Client) -> None:
+    def one(i: int) -> int:
+        return client.generate(model=CHAT, prompt=f"Count to {i}.", options={"num_predict": 8}).eval_count
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        counts = list(pool.map(one, range(6)))
+    assert all(0 < c <= 8 for c in counts)
