@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import math
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import ollama
 import pytest
+
+from tests.support.processes import free_port, spawn, stop, wait_http_ok
 
 pytestmark = pytest.mark.e2e
 
@@ -147,3 +150,24 @@ def test_concurrent_requests_all_complete(client: ollama.Client) -> None:
     with ThreadPoolExecutor(max_workers=6) as pool:
         counts = list(pool.map(one, range(6)))
     assert all(0 < c <= 8 for c in counts)
+
+
+def test_least_recently_used_model_is_evicted(model_store: Path, artifacts_dir: Path) -> None:
+    port = free_port()
+    proc = spawn(
+        ["engine", "--host", "127.0.0.1", "--port", str(port)],
+        env={"SHARED_OLLAMA_MODELS_DIR": str(model_store), "SHARED_OLLAMA_ENGINE_MAX_LOADED_MODELS": "1"},
+        log_path=artifacts_dir / "engine-lru.log",
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http_ok(f"{url}/api/version", proc)
+        single = ollama.Client(host=url)
+        single.generate(model=CHAT, prompt="Hi", options={"num_predict": 2})
+        assert [m.model for m in single.ps().models] == [CHAT]
+        single.embed(model=EMBED, input="hello")
+        assert [m.model for m in single.ps().models] == ["all-minilm:latest"]
+        single.generate(model=CHAT, prompt="Hi", options={"num_predict": 2})
+        assert [m.model for m in single.ps().models] == [CHAT]
+    finally:
+        stop(proc)

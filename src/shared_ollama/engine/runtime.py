@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from shared_ollama.engine.store import ModelEntry
 from shared_ollama.settings import Settings
 
+log = logging.getLogger(__name__)
 JsonDict = dict[str, Any]
+_EMBEDDING_CTX = 512
+"""Per-slot context of an embedding model when its metadata does not say (BERT's 512)."""
 
 
 class EngineCallError(Exception):
@@ -45,12 +52,29 @@ def _check(result: Any) -> JsonDict:
     return result
 
 
-def _error_from(exc: Exception) -> EngineCallError:
+def _error_from(exc: BaseException) -> EngineCallError:
     if isinstance(exc, EngineCallError):
         return exc
     if isinstance(exc, ValueError):
         return EngineCallError(str(exc), 400)
+    if isinstance(exc, RuntimeError) and "not supported" in str(exc):
+        return EngineCallError(str(exc), 400)
     return EngineCallError(f"{exc.__class__.__name__}: {exc}")
+
+
+def _http_json(base: str, path: str, body: JsonDict | None = None) -> Any:
+    """Blocking call to the llama.cpp HTTP API the Server also listens on (loopback only)."""
+    data = orjson.dumps(body) if body is not None else None
+    request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return orjson.loads(reply.read())
+
+
+def _release(holder: list[Any]) -> None:
+    """Drop the last reference to a Server (its destructor joins llama.cpp's threads)."""
+    started = time.monotonic()
+    holder.clear()
+    log.debug("model memory released in %.3fs", time.monotonic() - started)
 
 
 @dataclass
@@ -60,10 +84,13 @@ class LoadedModel:
     num_ctx: int
     load_ns: int
     executor: Executor
+    slots: int = 1
     in_flight: int = 0
     last_used: float = field(default_factory=time.monotonic)
     keep_alive: float | None = 300.0
     """Seconds to stay loaded after the last request; None = forever."""
+    address: str = ""
+    _special: tuple[list[int], list[int]] | None = None
 
     @classmethod
     def load(cls, entry: ModelEntry, gguf: Path, settings: Settings, num_ctx: int, executor: Executor) -> LoadedModel:
@@ -76,27 +103,49 @@ class LoadedModel:
         params.cpuparams.n_threads = settings.threads
         params.cpuparams_batch.n_threads = settings.threads
         params.warmup = False
+        params.verbosity = 3 if settings.log_level == "debug" else 0
+        slots = settings.engine_num_parallel
+        params.n_parallel = slots
         if "embedding" in entry.capabilities:
-            ctx = min(num_ctx, entry.context_length or 512)
+            # Each input is one sequence that must fit one slot and one micro-batch (the encoder is not causal).
+            num_ctx = min(num_ctx, entry.context_length or _EMBEDDING_CTX)
             params.embedding = True
-            params.n_parallel = 1
-            params.n_ctx = ctx
-            params.n_batch = ctx
-            params.n_ubatch = ctx
-            params.embd_normalize = -1
-        else:
-            slots = settings.engine_num_parallel
-            params.n_parallel = slots
             params.n_ctx = num_ctx * slots
+            params.n_batch = num_ctx
+            params.n_ubatch = num_ctx
+            params.embd_normalize = -1  # raw pooled vectors; /api/embed normalises, /api/embeddings does not
+        else:
+            params.n_ctx = num_ctx * slots  # llama.cpp divides the context among the slots
             params.ctx_shift = False  # a full context ends generation ("length"), never an endless shift
+        if entry.projector:
+            params.mmproj.path = str(gguf.parent / entry.projector.replace(":", "-"))
         server = xllamacpp.Server(params)
-        return cls(entry, server, num_ctx, time.monotonic_ns() - started, executor)
+        address = str(server.listening_address)
+        # A task round trip proves llama.cpp's main loop is running: deleting a Server whose loop has not
+        # started yet can hang its destructor.
+        with contextlib.suppress(OSError, ValueError):
+            _http_json(address, "/slots")
+        return cls(entry, server, num_ctx, time.monotonic_ns() - started, executor, slots=slots, address=address)
 
     @property
     def expires_in(self) -> float | None:
         if self.keep_alive is None:
             return None
         return self.last_used + self.keep_alive - time.monotonic()
+
+    @property
+    def memory_estimate(self) -> int:
+        """Weights plus an f16 KV cache for every slot (what /api/ps reports as the model's size)."""
+        info = self.entry.model_info
+        arch = self.entry.family
+        layers = int(info.get(f"{arch}.block_count") or 0)
+        heads = int(info.get(f"{arch}.attention.head_count") or 0)
+        kv_heads = int(info.get(f"{arch}.attention.head_count_kv") or heads)
+        width = int(info.get(f"{arch}.embedding_length") or 0)
+        kv_cache = 0
+        if heads and "embedding" not in self.entry.capabilities:
+            kv_cache = 2 * layers * kv_heads * (width // heads) * self.num_ctx * self.slots * 2
+        return self.entry.size + kv_cache
 
     async def call(self, method: str, request: JsonDict) -> JsonDict:
         loop = asyncio.get_running_loop()
@@ -109,7 +158,7 @@ class LoadedModel:
             raise _error_from(exc) from exc
 
     async def stream(self, method: str, request: JsonDict) -> AsyncIterator[JsonDict]:
-        """Yield llama.cpp's chunks; closing the iterator stops generation."""
+        """Yield llama.cpp's chunks; closing the iterator stops generation at the next token."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         stop = threading.Event()
@@ -146,16 +195,56 @@ class LoadedModel:
             stop.set()
             future.add_done_callback(lambda f: f.exception())
 
-    async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
-        """Raw (unnormalised) mean-pooled vectors and the prompt token count."""
-        result = await self.call("handle_embeddings", {"input": texts})
+    async def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
+        """Raw (unnormalised) pooled vectors and the prompt token count.
+
+        An input longer than the model's context is cut to fit when ``truncate`` (Ollama's default);
+        otherwise it is a 400.
+        """
+        try:
+            result = await self.call("handle_embeddings", {"input": texts})
+        except EngineCallError as exc:
+            if not truncate or exc.status != 400:
+                raise
+            loop = asyncio.get_running_loop()
+            inputs = await loop.run_in_executor(self.executor, self._fitted_inputs, texts)
+            result = await self.call("handle_embeddings", {"input": inputs})
         data = sorted(result.get("data") or [], key=lambda d: d.get("index", 0))
         vectors = [list(map(float, d["embedding"])) for d in data]
         tokens = int((result.get("usage") or {}).get("prompt_tokens") or 0)
         return vectors, tokens
 
-    def close(self) -> None:
+    def _tokenize(self, text: str) -> list[int]:
+        reply = _http_json(self.address, "/tokenize", {"content": text, "add_special": True})
+        return [int(t) for t in reply.get("tokens", [])]
+
+    def _fitted_inputs(self, texts: list[str]) -> list[str | list[int]]:
+        """Blocking: each text as is when it fits one slot, else its tokens cut to fit (special tokens kept)."""
+        if self._special is None:
+            bare = self._tokenize("")
+            self._special = (bare[:1], bare[1:]) if len(bare) > 1 else (bare, [])
+        prefix, suffix = self._special
+        room = self.num_ctx - len(prefix) - len(suffix)
+        fitted: list[str | list[int]] = []
+        for text in texts:
+            tokens = self._tokenize(text)
+            if len(tokens) <= self.num_ctx:
+                fitted.append(text)
+                continue
+            body = tokens[len(prefix) : len(tokens) - len(suffix) if suffix else None]
+            fitted.append([*prefix, *body[: max(room, 1)], *suffix])
+        return fitted
+
+    def close(self) -> threading.Thread | None:
+        """Free the model's memory on a background thread (never blocks the event loop); returns the thread."""
+        if self.server is None:
+            return None
+        holder = [self.server]
         self.server = None
+        thread = threading.Thread(target=_release, args=(holder,), name="llama-unload", daemon=True)
+        del holder
+        thread.start()
+        return thread
 
 
 def l2_normalize(vector: list[float]) -> list[float]:

@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,8 @@ from typing import Any
 import orjson
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*(:[A-Za-z0-9][A-Za-z0-9._\-]*)?$")
-_FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 15: "Q4_K_M", 17: "Q5_K_M"}
+_SKIPPED_KEYS = ("general.name", "tokenizer.chat_template")
+"""GGUF keys left out of ``model_info`` (as Ollama's /api/show does); arrays are left out too."""
 
 
 def normalize_name(name: str) -> str:
@@ -59,6 +60,8 @@ class ModelEntry:
     messages: list[dict[str, Any]] = field(default_factory=list)
     modified_at: str = field(default_factory=_now)
     format: str = "gguf"
+    model_info: dict[str, Any] = field(default_factory=dict)
+    """Scalar GGUF metadata (``general.architecture``, ``llama.block_count``...), read once at install time."""
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
@@ -70,24 +73,53 @@ class ModelEntry:
         return cls(**{k: v for k, v in raw.items() if k in known})
 
 
+def human_count(count: int) -> str:
+    """Parameter count as Ollama prints it: ``134.52M``, ``8.0B``."""
+    if count >= 1_000_000_000:
+        return f"{count / 1e9:.1f}B"
+    if count >= 1_000_000:
+        return f"{count / 1e6:.2f}M"
+    if count >= 1_000:
+        return f"{count / 1e3:.2f}K"
+    return str(count)
+
+
+def _quantization(file_type: int | None) -> str:
+    from gguf import LlamaFileType
+
+    if file_type is None:
+        return ""
+    try:
+        name = LlamaFileType(file_type).name
+    except ValueError:
+        return str(file_type)
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
 def gguf_metadata(path: Path) -> dict[str, Any]:
-    """Family, size label, quantisation and context length from a GGUF file's header."""
-    from gguf import GGUFReader
+    """Family, parameter size, quantisation, context length and scalar metadata from a GGUF file's header."""
+    from gguf import GGUFReader, GGUFValueType
 
     reader = GGUFReader(str(path))
-
-    def field_value(key: str) -> Any:
-        item = reader.fields.get(key)
-        return item.contents() if item is not None else None
-
-    arch = str(field_value("general.architecture") or "")
-    file_type = field_value("general.file_type")
+    info: dict[str, Any] = {}
+    for key, item in reader.fields.items():
+        if key.startswith("GGUF.") or key in _SKIPPED_KEYS or not item.types:
+            continue
+        if item.types[0] == GGUFValueType.ARRAY:
+            continue
+        value = item.contents()
+        info[key] = value.item() if hasattr(value, "item") else value
+    parameters = sum(int(tensor.n_elements) for tensor in reader.tensors)
+    info.setdefault("general.parameter_count", parameters)
+    arch = str(info.get("general.architecture") or "")
+    file_type = info.get("general.file_type")
     return {
         "family": arch,
-        "parameter_size": str(field_value("general.size_label") or ""),
-        "quantization_level": _FILE_TYPES.get(int(file_type), str(file_type)) if file_type is not None else "",
-        "context_length": int(field_value(f"{arch}.context_length") or 0),
-        "embedding_length": int(field_value(f"{arch}.embedding_length") or 0),
+        "parameter_size": human_count(parameters) if parameters else str(info.get("general.size_label") or ""),
+        "quantization_level": _quantization(int(file_type) if file_type is not None else None),
+        "context_length": int(info.get(f"{arch}.context_length") or 0),
+        "embedding_length": int(info.get(f"{arch}.embedding_length") or 0),
+        "model_info": info,
     }
 
 
@@ -138,7 +170,9 @@ class ModelStore:
         try:
             return ModelEntry.from_json(path.read_bytes())
         except (OSError, ValueError, TypeError):
-            return None
+            pass
+        wanted = normalize_name(name).lower()  # Ollama matches names case-insensitively
+        return next((e for e in self.list() if e.name.lower() == wanted), None)
 
     def put(self, entry: ModelEntry) -> None:
         path = self._manifest_path(entry.name)
@@ -153,30 +187,63 @@ class ModelStore:
         target = self.blob_path(digest)
         if not target.exists():
             self.blobs.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(".partial")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
+            handle, tmp = tempfile.mkstemp(dir=self.blobs, prefix=".partial-")
+            os.close(handle)
+            try:
+                shutil.copyfile(source, tmp)
+                os.replace(tmp, target)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
         return digest, target.stat().st_size
 
-    def add_gguf(self, name: str, gguf_path: Path, *, capabilities: list[str], **extra: Any) -> ModelEntry:
+    def add_gguf(
+        self,
+        name: str,
+        gguf_path: Path,
+        *,
+        capabilities: list[str],
+        projector_path: Path | None = None,
+        **extra: Any,
+    ) -> ModelEntry:
+        """Install a GGUF file (and an optional multimodal projector) under ``name``; idempotent.
+
+        ``extra`` sets the other manifest fields: system, template, parameters, messages, parent...
+        """
         digest, size = self.add_blob(gguf_path)
+        metadata = gguf_metadata(self.blob_path(digest))
+        if projector_path is not None:
+            projector, projector_size = self.add_blob(projector_path)
+            metadata["projector"] = projector
+            size += projector_size
+            if "vision" not in capabilities:
+                capabilities = [*capabilities, "vision"]
         entry = ModelEntry(
             name=normalize_name(name),
             digest=digest,
             size=size,
             capabilities=capabilities,
-            **{**gguf_metadata(self.blob_path(digest)), **extra},
+            **{**metadata, **extra},
         )
         self.put(entry)
         return entry
+
+    def copy(self, source: str, destination: str) -> ModelEntry | None:
+        """A new name for an existing model (blobs are shared); None when ``source`` does not exist."""
+        entry = self.get(source)
+        if entry is None:
+            return None
+        copied = replace(entry, name=normalize_name(destination), modified_at=_now())
+        self.put(copied)
+        return copied
 
     def remove(self, name: str) -> bool:
         """Delete a model's manifest, and its blobs when no other manifest uses them."""
         entry = self.get(name)
         if entry is None:
             return False
-        self._manifest_path(name).unlink()
-        used = {e.digest for e in self.list()} | {e.projector for e in self.list() if e.projector}
+        self._manifest_path(entry.name).unlink()
+        remaining = self.list()
+        used = {e.digest for e in remaining} | {e.projector for e in remaining if e.projector}
         for digest in (entry.digest, entry.projector):
             if digest and digest not in used:
                 self.blob_path(digest).unlink(missing_ok=True)
