@@ -116,8 +116,13 @@ def test_errors_match_ollama(http: httpx.Client) -> None:
     assert resp.json() == {"error": "model 'nope' not found"}
     assert http.post("/api/chat", content=b"{nope").status_code == 400
     assert http.post("/api/generate", json={"prompt": "x"}).status_code == 400
-    too_long = http.post("/api/embed", json={"model": EMBED, "input": "word " * 2000})
-    assert too_long.status_code == 400
+    long_input = {"model": EMBED, "input": "word " * 2000}
+    truncated = http.post("/api/embed", json=long_input)
+    assert truncated.status_code == 200, "Ollama truncates over-long embedding inputs by default"
+    assert len(truncated.json()["embeddings"][0]) == 384
+    refused = http.post("/api/embed", json={**long_input, "truncate": False})
+    assert refused.status_code == 400
+    assert "context" in refused.json()["error"]
 
 
 def test_keep_alive_zero_unloads_and_empty_request_loads(http: httpx.Client, client: ollama.Client) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_NUMBER = re.compile(r"\d+\.?\d*|\.\d+")
+_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h)")
 
 
 def parse_duration(value: str) -> float:
@@ -14,11 +15,9 @@ def parse_duration(value: str) -> float:
     if not text:
         raise ValueError("empty duration")
     sign = -1.0 if text.startswith("-") else 1.0
-    body = text.lstrip("+-")
-    try:
+    body = text[1:] if text[0] in "+-" else text
+    if _NUMBER.fullmatch(body):  # a bare number: seconds (Ollama's environment variables accept these too)
         return sign * float(body)
-    except ValueError:
-        pass
     pos, total = 0, 0.0
     for match in _PART.finditer(body):
         if match.start() != pos:

@@ -11,11 +11,14 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-from shared_ollama.engine.runtime import LoadedModel
+from shared_ollama.engine.durations import keep_alive_seconds
+from shared_ollama.engine.runtime import EngineCallError, LoadedModel
 from shared_ollama.engine.store import ModelEntry, ModelStore
 from shared_ollama.settings import Settings
 
 log = logging.getLogger(__name__)
+_REAP_INTERVAL = 1.0
+"""Seconds between keep-alive checks (the precision of an idle unload)."""
 
 
 class ModelRegistry:
@@ -24,10 +27,12 @@ class ModelRegistry:
         self.store = store
         self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="llama")
         self._loaded: dict[str, LoadedModel] = {}
+        self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._changed = asyncio.Condition()
         self._reaper: asyncio.Task[None] | None = None
         self._releasing: list[threading.Thread] = []
+        self._notifiers: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap(), name="keep-alive-reaper")
@@ -38,6 +43,9 @@ class ModelRegistry:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        for task in list(self._loading.values()):
+            with contextlib.suppress(Exception):
+                await task
         for name in list(self._loaded):
             self._drop(name)
         deadline = time.monotonic() + self.settings.engine_stop_timeout
@@ -53,6 +61,7 @@ class ModelRegistry:
         return min(num_ctx, entry.context_length) if entry.context_length else num_ctx
 
     def _drop(self, name: str) -> None:
+        """Forget a model and free its memory in the background (callers make sure it is idle)."""
         model = self._loaded.pop(name, None)
         if model is not None:
             thread = model.close()
@@ -60,6 +69,18 @@ class ModelRegistry:
             if thread is not None:
                 self._releasing.append(thread)
             log.info("unloaded %s", name)
+            self._poke()
+
+    def _poke(self) -> None:
+        """Wake everyone waiting for a state change, from a task of its own (safe during cancellation)."""
+
+        async def notify() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        task = asyncio.get_running_loop().create_task(notify())
+        self._notifiers.add(task)
+        task.add_done_callback(self._notifiers.discard)
 
     async def _wait_idle(self, name: str) -> None:
         async with self._changed:
@@ -68,12 +89,34 @@ class ModelRegistry:
     async def _make_room(self) -> None:
         """Evict least-recently-used idle models until one more fits (waits while all are busy)."""
         async with self._changed:
-            while len(self._loaded) >= self.settings.engine_max_loaded_models:
+            while len(self._loaded) + len(self._loading) >= self.settings.engine_max_loaded_models:
                 idle = [m for m in self._loaded.values() if m.in_flight == 0]
                 if idle:
                     self._drop(min(idle, key=lambda m: m.last_used).entry.name)
                 else:
                     await self._changed.wait()
+
+    async def _load(self, entry: ModelEntry, num_ctx: int) -> LoadedModel:
+        """Load in a worker thread and register the model, even when the request that asked went away."""
+        loop = asyncio.get_running_loop()
+        gguf = self.store.blob_path(entry.digest)
+        try:
+            model = await loop.run_in_executor(
+                self.executor, LoadedModel.load, entry, gguf, self.settings, num_ctx, self.executor
+            )
+        except Exception as exc:
+            log.exception("loading %s failed", entry.name)
+            raise EngineCallError(f"failed to load model '{entry.name}': {exc}") from exc
+        finally:
+            self._loading.pop(entry.name, None)
+            self._poke()
+        model.keep_alive = self._default_keep_alive()
+        self._loaded[entry.name] = model
+        log.info("loaded %s (num_ctx %s) in %.2fs", entry.name, num_ctx, model.load_ns / 1e9)
+        return model
+
+    def _default_keep_alive(self) -> float | None:
+        return keep_alive_seconds(None, self.settings.engine_keep_alive)
 
     async def _get(self, entry: ModelEntry, num_ctx: int) -> tuple[LoadedModel, int]:
         """The loaded model, counted in flight, and the load time this request paid (0 if already loaded)."""
@@ -81,24 +124,26 @@ class ModelRegistry:
         load_ns = 0
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
-            current = self._loaded.get(name)
-            if current is not None and (current.num_ctx != num_ctx or current.entry.digest != entry.digest):
-                await self._wait_idle(name)
-                self._drop(name)
-                current = None
-            if current is None:
-                await self._make_room()
-                loop = asyncio.get_running_loop()
-                gguf = self.store.blob_path(entry.digest)
-                current = await loop.run_in_executor(
-                    self.executor, LoadedModel.load, entry, gguf, self.settings, num_ctx, self.executor
-                )
-                self._loaded[name] = current
-                load_ns = current.load_ns
-                log.info("loaded %s (num_ctx %s) in %.2fs", name, num_ctx, current.load_ns / 1e9)
-            current.in_flight += 1
-            current.last_used = time.monotonic()
-            return current, load_ns
+            while True:
+                pending = self._loading.get(name)
+                if pending is not None:  # a load whose requester went away: share it
+                    await asyncio.shield(pending)
+                    continue
+                current = self._loaded.get(name)
+                if current is not None and (current.num_ctx != num_ctx or current.entry.digest != entry.digest):
+                    await self._wait_idle(name)  # Ollama reloads for another context size, after the running requests
+                    if self._loaded.get(name) is current:
+                        self._drop(name)
+                    continue
+                if current is None:
+                    await self._make_room()
+                    task = asyncio.get_running_loop().create_task(self._load(entry, num_ctx))
+                    self._loading[name] = task
+                    current = await asyncio.shield(task)
+                    load_ns = current.load_ns
+                current.in_flight += 1
+                current.last_used = time.monotonic()
+                return current, load_ns
 
     @asynccontextmanager
     async def use(
@@ -114,8 +159,7 @@ class ModelRegistry:
             model.keep_alive = keep_alive
             if keep_alive == 0 and model.in_flight == 0 and self._loaded.get(entry.name) is model:
                 self._drop(entry.name)
-            async with self._changed:
-                self._changed.notify_all()
+            self._poke()
 
     async def load(self, entry: ModelEntry, num_ctx: int | None, keep_alive: float | None) -> int:
         """Load (or refresh) a model without a request; returns the load time paid in nanoseconds."""
@@ -123,15 +167,18 @@ class ModelRegistry:
             return load_ns
 
     async def unload(self, name: str) -> None:
+        """Unload ``name`` once its running requests are done (no-op when it is not loaded)."""
+        pending = self._loading.get(name)
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
         if name in self._loaded:
             await self._wait_idle(name)
             self._drop(name)
-            async with self._changed:
-                self._changed.notify_all()
 
     async def _reap(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(_REAP_INTERVAL)
             for model in list(self._loaded.values()):
                 remaining = model.expires_in
                 if model.in_flight == 0 and remaining is not None and remaining <= 0:

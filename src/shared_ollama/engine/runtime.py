@@ -204,8 +204,10 @@ class LoadedModel:
         try:
             result = await self.call("handle_embeddings", {"input": texts})
         except EngineCallError as exc:
-            if not truncate or exc.status != 400:
+            if exc.status != 400:
                 raise
+            if not truncate:
+                raise EngineCallError(f"input exceeds maximum context length: {exc}", 400) from exc
             loop = asyncio.get_running_loop()
             inputs = await loop.run_in_executor(self.executor, self._fitted_inputs, texts)
             result = await self.call("handle_embeddings", {"input": inputs})

@@ -24,7 +24,27 @@ _OPTION_MAP = {
     "repeat_last_n": "repeat_last_n",
     "presence_penalty": "presence_penalty",
     "frequency_penalty": "frequency_penalty",
+    "mirostat": "mirostat",
+    "mirostat_tau": "mirostat_tau",
+    "mirostat_eta": "mirostat_eta",
+    "num_keep": "n_keep",
 }
+_INT_OPTIONS = frozenset(
+    {"num_keep", "seed", "num_predict", "top_k", "repeat_last_n", "mirostat", "num_ctx", "num_batch", "num_thread"}
+)
+_FLOAT_OPTIONS = frozenset(
+    {
+        "top_p",
+        "min_p",
+        "typical_p",
+        "temperature",
+        "repeat_penalty",
+        "presence_penalty",
+        "frequency_penalty",
+        "mirostat_tau",
+        "mirostat_eta",
+    }
+)
 
 
 class TranslationError(ValueError):
@@ -37,6 +57,68 @@ def created_at() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}Z"
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_options(options: Any) -> JsonDict:
+    """``options`` as a dict whose known keys have Ollama's types (floats are accepted for integers)."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise TranslationError("options must be an object")
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key in _INT_OPTIONS and not _is_number(value):
+            raise TranslationError(f'option "{key}" must be of type integer')
+        if key in _FLOAT_OPTIONS and not _is_number(value):
+            raise TranslationError(f'option "{key}" must be of type float32')
+        if key == "stop" and not (
+            isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        ):
+            raise TranslationError('option "stop" must be of an array of strings')
+    return options
+
+
+def _check_images(images: Any) -> None:
+    if images is not None and not (isinstance(images, list) and all(isinstance(i, str) for i in images)):
+        raise TranslationError("images must be a list of base64 strings")
+
+
+def check_request(kind: str, body: JsonDict) -> None:
+    """Reject shapes a chat or generate request cannot have (400s), before anything is loaded or run."""
+    check_options(body.get("options"))
+    fmt = body.get("format")
+    if fmt is not None and not isinstance(fmt, str | dict):
+        raise TranslationError('format must be "json" or a JSON schema object')
+    if body.get("stream") is not None and not isinstance(body.get("stream"), bool):
+        raise TranslationError("stream must be a boolean")
+    if kind == "generate":
+        for key in ("prompt", "system", "suffix", "template"):
+            if body.get(key) is not None and not isinstance(body[key], str):
+                raise TranslationError(f"{key} must be a string")
+        _check_images(body.get("images"))
+        return
+    messages = body.get("messages")
+    if messages is not None and not isinstance(messages, list):
+        raise TranslationError("messages must be a list")
+    for message in messages or []:
+        if not isinstance(message, dict):
+            raise TranslationError("each message must be an object")
+        if message.get("content") is not None and not isinstance(message["content"], str):
+            raise TranslationError("message content must be a string")
+        _check_images(message.get("images"))
+        calls = message.get("tool_calls")
+        if calls is not None and not (
+            isinstance(calls, list) and all(isinstance(c, dict) and isinstance(c.get("function"), dict) for c in calls)
+        ):
+            raise TranslationError("tool_calls must be a list of {function: {name, arguments}} objects")
+    tools = body.get("tools")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        raise TranslationError("tools must be a list of objects")
+
+
 def merged_options(entry: ModelEntry, options: JsonDict | None) -> JsonDict:
     """The model's own parameters (from its manifest) overridden by the request's options."""
     merged = dict(entry.parameters)
@@ -47,13 +129,14 @@ def merged_options(entry: ModelEntry, options: JsonDict | None) -> JsonDict:
 def sampling(options: JsonDict, fmt: str | JsonDict | None) -> JsonDict:
     out: JsonDict = {}
     for src, dst in _OPTION_MAP.items():
-        if options.get(src) is not None:
-            out[dst] = options[src]
+        value = options.get(src)
+        if value is not None:
+            out[dst] = int(value) if src in _INT_OPTIONS and _is_number(value) else value
     if isinstance(out.get("stop"), str):
         out["stop"] = [out["stop"]]
     num_predict = options.get("num_predict")
-    if isinstance(num_predict, int) and num_predict >= 0:
-        out["max_tokens"] = num_predict
+    if _is_number(num_predict) and num_predict >= 0:
+        out["max_tokens"] = int(num_predict)
     if fmt == "json":
         out["response_format"] = {"type": "json_object"}
     elif isinstance(fmt, dict):
@@ -192,3 +275,38 @@ def chunk_text(chunk: JsonDict) -> tuple[str, list[JsonDict] | None, str | None]
     if delta is not None:
         return delta.get("content") or "", _tool_calls(delta.get("tool_calls")), choice.get("finish_reason")
     return choice.get("text") or "", None, choice.get("finish_reason")
+
+
+class Accumulator:
+    """Folds llama.cpp stream chunks back into the shape of a non-streamed result (for ``response``).
+
+    Non-streamed requests run as streams inside the engine so that a client going away can stop them.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.finish: str | None = None
+        self.last: JsonDict = {}
+        self.chat = True
+
+    def feed(self, chunk: JsonDict) -> str:
+        """Take one chunk; returns its text."""
+        text, _, reason = chunk_text(chunk)
+        choices = chunk.get("choices") or []
+        if choices and "text" in choices[0]:
+            self.chat = False
+        if text:
+            self.parts.append(text)
+        self.finish = reason or self.finish
+        if chunk.get("usage") or chunk.get("timings"):
+            self.last = chunk
+        return text
+
+    def result(self) -> JsonDict:
+        text = "".join(self.parts)
+        choice: JsonDict = {"finish_reason": self.finish}
+        if self.chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        return {"choices": [choice], "usage": self.last.get("usage") or {}, "timings": self.last.get("timings") or {}}

@@ -41,6 +41,7 @@ def running(model: LoadedModel) -> JsonDict:
     expires = _FOREVER if remaining is None else datetime.now(UTC) + timedelta(seconds=max(0.0, remaining))
     return {
         **tag(model.entry),
+        "size": model.memory_estimate,
         "expires_at": expires.isoformat().replace("+00:00", "Z"),
         "size_vram": 0,
         "context_length": model.num_ctx,
@@ -71,7 +72,7 @@ def modelfile(entry: ModelEntry) -> str:
 
 def show(entry: ModelEntry) -> JsonDict:
     arch = entry.family or "unknown"
-    info: JsonDict = {"general.architecture": arch}
+    info: JsonDict = {"general.architecture": arch, **entry.model_info}
     if entry.context_length:
         info[f"{arch}.context_length"] = entry.context_length
     if entry.embedding_length:

@@ -1,0 +1,305 @@
+"""The engine's Ollama API handlers: chat, generate, embeddings and the model listings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AsyncExitStack
+from typing import Any, TypeVar
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from shared_ollama.engine import views
+from shared_ollama.engine.durations import keep_alive_seconds
+from shared_ollama.engine.registry import ModelRegistry
+from shared_ollama.engine.runtime import EngineCallError, l2_normalize
+from shared_ollama.engine.store import ModelEntry, ModelStore
+from shared_ollama.engine.translate import (
+    Accumulator,
+    TranslationError,
+    chat_request,
+    check_request,
+    chunk_text,
+    content_payload,
+    created_at,
+    final_fields,
+    generate_request,
+    response,
+)
+from shared_ollama.settings import Settings
+
+JsonDict = dict[str, Any]
+T = TypeVar("T")
+NDJSON = "application/x-ndjson"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+def json_response(body: JsonDict, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _line(body: JsonDict) -> bytes:
+    return orjson.dumps(body) + b"\n"
+
+
+class NDJSONStream(StreamingResponse):
+    """A streamed response that always runs ``on_close`` (releasing its model), even if it never started."""
+
+    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(content, media_type=NDJSON)
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.on_close()
+
+
+async def _read_json(request: Request) -> JsonDict:
+    raw = await request.body()
+    if not raw.strip():
+        raise ApiError(400, "missing request body")
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"invalid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return parsed
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``; cancel it (stopping generation) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        raise ClientGone()
+    finally:
+        for pending in (task, watch):
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending
+
+
+class EngineApp:
+    """Route handlers over one store and one registry."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = ModelStore(settings.store_dir)
+        self.registry = ModelRegistry(settings, self.store)
+
+    def entry(self, body: JsonDict) -> ModelEntry:
+        name = body.get("model") or body.get("name") or ""
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "model is required")
+        entry = self.store.get(name)
+        if entry is None:
+            raise ApiError(404, f"model '{name}' not found")
+        return entry
+
+    def keep_alive(self, body: JsonDict) -> float | None:
+        value = body.get("keep_alive")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int | float)):
+            raise ApiError(400, "keep_alive must be a number of seconds or a duration string")
+        try:
+            return keep_alive_seconds(value, self.settings.engine_keep_alive)
+        except ValueError as exc:
+            raise ApiError(400, f"invalid keep_alive: {exc}") from exc
+
+    @staticmethod
+    def num_ctx(body: JsonDict) -> int | None:
+        options = body.get("options")
+        value = options.get("num_ctx") if isinstance(options, dict) else None
+        return int(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
+
+    # ------------------------------------------------------------------ chat and generate
+
+    async def generation(self, request: Request, kind: str) -> Response:
+        body = await _read_json(request)
+        try:
+            check_request(kind, body)
+        except TranslationError as exc:
+            raise ApiError(400, str(exc)) from exc
+        entry = self.entry(body)
+        if "completion" not in entry.capabilities:
+            raise ApiError(400, f'"{body["model"]}" does not support {"chat" if kind == "chat" else "generate"}')
+        keep_alive = self.keep_alive(body)
+        if not (body.get("messages") if kind == "chat" else body.get("prompt")):
+            return await self._load_or_unload(entry, body, kind, keep_alive)
+        try:
+            if kind == "chat":
+                method, llama_req = "handle_chat_completions", chat_request(body, entry)
+            else:
+                method, llama_req = generate_request(body, entry)
+        except TranslationError as exc:
+            raise ApiError(400, str(exc)) from exc
+        started = time.monotonic_ns()
+        streamed = body.get("stream") is not False
+        name = str(body["model"])
+        if llama_req.get("tools"):  # tool calls come parsed only from a whole (non-streamed) answer
+            async with self.registry.use(entry, self.num_ctx(body), keep_alive) as (model, load_ns):
+                result = await unless_disconnected(request, model.call(method, llama_req))
+            out = response(kind, name, result, started, load_ns)
+            return NDJSONStream(_once(out), _nothing) if streamed else json_response(out)
+        llama_req["stream_options"] = {"include_usage": True}
+        stack = AsyncExitStack()
+        try:
+            model, load_ns = await stack.enter_async_context(self.registry.use(entry, self.num_ctx(body), keep_alive))
+            chunks = model.stream(method, llama_req)
+            stack.push_async_callback(chunks.aclose)
+            if not streamed:
+                async with stack:  # releases the model (and applies keep_alive) before answering
+                    result = await unless_disconnected(request, _collect(chunks))
+                return json_response(response(kind, name, result, started, load_ns))
+            first = await anext(chunks, None)  # failures before the first token keep their HTTP status
+        except BaseException:
+            await stack.aclose()
+            raise
+        return NDJSONStream(self._lines(kind, name, first, chunks, started, load_ns), stack.aclose)
+
+    async def _lines(
+        self,
+        kind: str,
+        name: str,
+        first: JsonDict | None,
+        chunks: AsyncIterator[JsonDict],
+        started: int,
+        load_ns: int,
+    ) -> AsyncIterator[bytes]:
+        finish: str | None = None
+        last: JsonDict = {}
+        try:
+            chunk = first
+            while chunk is not None:
+                text, _, reason = chunk_text(chunk)
+                finish = reason or finish
+                if chunk.get("usage") or chunk.get("timings"):
+                    last = chunk
+                if text:
+                    payload = content_payload(kind, text)
+                    yield _line({"model": name, "created_at": created_at(), **payload, "done": False})
+                chunk = await anext(chunks, None)
+            final = {"model": name, "created_at": created_at(), **content_payload(kind, "")}
+            final.update(final_fields(last, finish, started, load_ns))
+            yield _line(final)
+        except EngineCallError as exc:
+            yield _line({"error": str(exc)})
+
+    async def _load_or_unload(self, entry: ModelEntry, body: JsonDict, kind: str, keep_alive: float | None) -> Response:
+        """Ollama's empty request: load the model (or with keep_alive 0, unload it)."""
+        out: JsonDict = {"model": body["model"], "created_at": created_at(), **content_payload(kind, "")}
+        if keep_alive == 0:
+            await self.registry.unload(entry.name)
+            out.update(done=True, done_reason="unload")
+        else:
+            load_ns = await self.registry.load(entry, self.num_ctx(body), keep_alive)
+            out.update(done=True, done_reason="load")
+            if load_ns:
+                out["load_duration"] = load_ns
+        return json_response(out)
+
+    # ------------------------------------------------------------------ embeddings
+
+    async def _embedder(self, body: JsonDict) -> tuple[ModelEntry, float | None]:
+        entry = self.entry(body)
+        if "embedding" not in entry.capabilities:
+            raise ApiError(400, f'"{body["model"]}" does not support embeddings')
+        return entry, self.keep_alive(body)
+
+    async def embed(self, request: Request) -> Response:
+        body = await _read_json(request)
+        raw_input = body.get("input")
+        if isinstance(raw_input, str):
+            texts = [raw_input] if raw_input else []
+        elif isinstance(raw_input, list) and all(isinstance(t, str) for t in raw_input):
+            texts = raw_input
+        elif raw_input is None:
+            texts = []
+        else:
+            raise ApiError(400, "invalid input type")
+        truncate = body.get("truncate", True)
+        dims = body.get("dimensions")
+        if not isinstance(truncate, bool) or (dims is not None and (not isinstance(dims, int) or dims < 0)):
+            raise ApiError(400, "truncate must be a boolean and dimensions a positive integer")
+        entry, keep_alive = await self._embedder(body)
+        started = time.monotonic_ns()
+        async with self.registry.use(entry, self.num_ctx(body), keep_alive) as (model, load_ns):
+            vectors, tokens = await model.embed(texts, truncate) if texts else ([], 0)
+        if dims:
+            vectors = [v[:dims] for v in vectors]
+        return json_response(
+            {
+                "model": body["model"],
+                "embeddings": [l2_normalize(v) for v in vectors],
+                "total_duration": time.monotonic_ns() - started,
+                "load_duration": load_ns,
+                "prompt_eval_count": tokens,
+            }
+        )
+
+    async def embeddings(self, request: Request) -> Response:
+        """The legacy endpoint: one prompt, its raw (unnormalised) vector."""
+        body = await _read_json(request)
+        prompt = body.get("prompt") or ""
+        if not isinstance(prompt, str):
+            raise ApiError(400, "prompt must be a string")
+        entry, keep_alive = await self._embedder(body)
+        async with self.registry.use(entry, self.num_ctx(body), keep_alive) as (model, _):
+            vectors, _ = await model.embed([prompt]) if prompt else ([[]], 0)
+        return json_response({"embedding": vectors[0]})
+
+    # ------------------------------------------------------------------ models
+
+    async def tags(self, request: Request) -> Response:
+        entries = sorted(self.store.list(), key=lambda e: e.modified_at, reverse=True)
+        return json_response({"models": [views.tag(e) for e in entries]})
+
+    async def ps(self, request: Request) -> Response:
+        return json_response({"models": [views.running(m) for m in self.registry.loaded()]})
+
+    async def show(self, request: Request) -> Response:
+        return json_response(views.show(self.entry(await _read_json(request))))
+
+    async def version(self, request: Request) -> Response:
+        return json_response({"version": views.API_VERSION})
+
+
+async def _collect(chunks: AsyncIterator[JsonDict]) -> JsonDict:
+    accumulator = Accumulator()
+    async for chunk in chunks:
+        accumulator.feed(chunk)
+    return accumulator.result()
+
+
+async def _once(body: JsonDict) -> AsyncIterator[bytes]:
+    yield _line(body)
+
+
+async def _nothing() -> None:
+    return None
