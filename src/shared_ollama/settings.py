@@ -60,6 +60,36 @@ class Settings(BaseSettings):
     default_model: str = "smollm2:135m"
     default_embedding_model: str = "all-minilm"
 
+    # --- tenants and auth
+    tenants_file: Path | None = None
+    """Tenants, keys and per-tenant limits (YAML); default ``config/tenants.yaml`` when it exists."""
+    api_keys: str = ""
+    """More tenants from the environment: ``tenant:key[:role],...`` (role ``user`` or ``admin``)."""
+    project_header: str = "X-Shared-Ollama-Project"
+    """With auth off, the tenant is this header's value (else ``default``)."""
+
+    # --- admission: caps, queue, deadlines, limits (per-tenant overrides in the tenants file)
+    max_inflight_text: int = Field(default=6, ge=1)
+    max_inflight_vision: int = Field(default=3, ge=1)
+    engine_slots: int = Field(default=0, ge=0)
+    """Requests sent to the engine at once; 0 derives it from the engine's parallel slots."""
+    max_queue: int = Field(default=128, ge=0)
+    queue_timeout_text: float = Field(default=120.0, gt=0)
+    queue_timeout_vision: float = Field(default=150.0, gt=0)
+    max_body_bytes: int = Field(default=1_572_864, ge=1024)
+    max_prompt_tokens: int = Field(default=4096, ge=1)
+    model_aging_seconds: float = Field(default=15.0, ge=0)
+    """How long a request for a model that is not loaded may be passed over for requests that are."""
+    batch_aging_seconds: float = Field(default=60.0, ge=0)
+    """How long a batch request may be passed over for interactive ones before it competes as their equal."""
+    warm_models: int = Field(default=0, ge=0)
+    """Models the engine holds at once, for scheduling; 0 means ``engine_max_loaded_models``."""
+
+    # --- shared state across gateway replicas
+    redis_url: str | None = None
+    redis_lease_seconds: float = Field(default=30.0, gt=1)
+    """A replica's hold on a tenant's in-flight place expires this long after its last refresh."""
+
     @field_validator("ollama_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -70,9 +100,25 @@ class Settings(BaseSettings):
         return self.models_dir if self.models_dir is not None else self.data_dir / "models"
 
     @property
+    def slots(self) -> int:
+        """Engine slots the gateway fills at once."""
+        return self.engine_slots or self.engine_num_parallel
+
+    @property
+    def scheduling_capacity(self) -> int:
+        """Models the engine can hold loaded at once, as the scheduler assumes."""
+        return self.warm_models or self.engine_max_loaded_models
+
+    @property
     def threads(self) -> int:
         return self.engine_threads or os.cpu_count() or 1
 
     def public_dict(self) -> dict[str, object]:
-        """Settings as shown by ``shared-ollama config show`` (nothing secret lives here yet)."""
-        return self.model_dump(mode="json")
+        """Settings as shown by ``shared-ollama config show``, with keys and passwords masked."""
+        data = self.model_dump(mode="json")
+        if data.get("api_keys"):
+            data["api_keys"] = "***"
+        if data.get("redis_url") and "@" in str(data["redis_url"]):
+            scheme, _, rest = str(data["redis_url"]).partition("://")
+            data["redis_url"] = f"{scheme}://***@{rest.rpartition('@')[2]}"
+        return data
