@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.redis_server import redis_server, redis_server_binary
 
 
 @pytest.fixture(scope="session")
@@ -12,3 +16,15 @@ def artifacts_dir() -> Path:
     path = Path(__file__).resolve().parent.parent / "artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server for the session. Skipped when it is not installed, except in CI, where it fails."""
+    if redis_server_binary() is None:
+        reason = "redis-server is not installed (scripts/core/test.sh installs it: apt-get install redis-server)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the Redis tests: {reason}", pytrace=False)
+        pytest.skip(reason)
+    with redis_server() as url:
+        yield url

@@ -47,3 +47,27 @@ install_models() {
   fi
   "$VENV/bin/shared-ollama" models prepare
 }
+
+# ensure_redis_server: the tests of the shared (Redis) in-flight places need a real redis-server. Installed
+# from Debian's packages when missing; when it cannot be, say so and go on (those tests skip with the reason).
+ensure_redis_server() {
+  command -v redis-server >/dev/null 2>&1 && return 0
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo="sudo -n"
+    else
+      log "redis-server is not installed and cannot be (not root, no sudo): the Redis tests will be skipped"
+      return 0
+    fi
+  fi
+  log "installing redis-server (Debian package)"
+  if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null 2>&1; then
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null 2>&1 || true
+  fi
+  if ! command -v redis-server >/dev/null 2>&1; then
+    log "could not install redis-server (apt-get install redis-server failed): the Redis tests will be skipped"
+  fi
+  return 0
+}

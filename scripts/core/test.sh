@@ -6,6 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 ensure_venv dev
 install_models
+ensure_redis_server
 log "lint"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .

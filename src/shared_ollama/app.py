@@ -10,25 +10,58 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from shared_ollama import __version__
-from shared_ollama.api import routes_ollama, routes_openai, routes_service
+from shared_ollama.api import routes_manage, routes_ollama, routes_openai, routes_service
 from shared_ollama.api.errors import install_error_handlers
 from shared_ollama.api.middleware import RequestIdMiddleware
 from shared_ollama.backends.client import EngineClient
 from shared_ollama.backends.supervisor import EngineSupervisor
+from shared_ollama.service.admission import Admission
 from shared_ollama.service.gateway import Gateway
+from shared_ollama.service.inflight import InflightCounter, LocalInflight
+from shared_ollama.service.scheduler import Scheduler
+from shared_ollama.service.tenants import Tenants
 from shared_ollama.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
+def _counter(settings: Settings) -> InflightCounter:
+    if settings.redis_url:
+        from shared_ollama.service.inflight_redis import RedisInflight
+
+        return RedisInflight(settings.redis_url, settings.redis_lease_seconds)
+    return LocalInflight()
+
+
+def _warn_if_open(settings: Settings, tenants: Tenants) -> None:
+    if not tenants.auth_enabled and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning(
+            "serving on %s with auth OFF: anyone who can reach this address can use the engine and the "
+            "admin operations; configure keys (SHARED_OLLAMA_API_KEYS or a tenants file)",
+            settings.host,
+        )
+
+
 def create_app(settings: Settings) -> FastAPI:
+    tenants = Tenants.from_settings(settings)  # a bad tenants file fails here, before anything starts
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _warn_if_open(settings, tenants)
         supervisor = EngineSupervisor(settings)
+        counter = _counter(settings)
+        await counter.start()
         await supervisor.start()
         client = EngineClient(supervisor.base_url, settings, is_available=supervisor.is_available)
         await client.open()
-        app.state.gateway = Gateway(settings, client, supervisor)
+        scheduler = Scheduler(
+            settings.slots,
+            settings.max_queue,
+            model_capacity=settings.scheduling_capacity,
+            model_aging=settings.model_aging_seconds,
+            batch_aging=settings.batch_aging_seconds,
+        )
+        app.state.gateway = Gateway(settings, client, supervisor, tenants, Admission(scheduler, counter))
         app.state.started_at = time.time()
         log.info("gateway ready on %s:%s, engine %s", settings.host, settings.port, supervisor.snapshot())
         try:
@@ -36,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await client.close()
             await supervisor.stop()
+            await counter.close()
 
     app = FastAPI(
         title="Shared Ollama Service",
@@ -48,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(routes_service.router)
+    app.include_router(routes_manage.router)
     app.include_router(routes_ollama.router)
     app.include_router(routes_openai.router)
     app.add_middleware(RequestIdMiddleware)

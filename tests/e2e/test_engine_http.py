@@ -11,6 +11,9 @@ import httpx
 import ollama
 import pytest
 
+from shared_ollama.backends.client import EngineClient
+from shared_ollama.errors import ModelNotFound
+from shared_ollama.settings import Settings
 from tests.support.processes import free_port, spawn, stop, wait_http_ok
 
 pytestmark = pytest.mark.e2e
@@ -123,6 +126,82 @@ def test_errors_match_ollama(http: httpx.Client) -> None:
     refused = http.post("/api/embed", json={**long_input, "truncate": False})
     assert refused.status_code == 400
     assert "context" in refused.json()["error"]
+
+
+def _count(http: httpx.Client, **body: object) -> int:
+    resp = http.post("/api/tokenize", json=body)
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    assert answer["model"] == body["model"]
+    return int(answer["count"])
+
+
+def test_tokenize_counts_as_the_model_sees_it(http: httpx.Client) -> None:
+    assert 1 <= _count(http, model=CHAT, prompt="hello world") <= 5
+    long_text = " ".join(f"word{i % 97} is number {i}." for i in range(500))  # 2000 words
+    assert len(long_text.split()) == 2000
+    plain = _count(http, model=CHAT, prompt=long_text)
+    assert plain > 1000
+    messages = [{"role": "user", "content": long_text}]
+    templated = _count(http, model=CHAT, messages=messages)
+    assert templated > plain, "the chat template adds its own tokens"
+    short = [{"role": "user", "content": long_text[:1000]}]
+    chat = http.post(
+        "/api/chat", json={"model": CHAT, "messages": short, "stream": False, "options": {"num_predict": 1}}
+    )
+    assert _count(http, model=CHAT, messages=short) == chat.json()["prompt_eval_count"]
+    generated = http.post(
+        "/api/generate",
+        json={"model": CHAT, "prompt": "hello", "system": "Be brief.", "stream": False, "options": {"num_predict": 1}},
+    )
+    with_system = _count(http, model=CHAT, messages=[{"role": "user", "content": "hello"}], system="Be brief.")
+    assert with_system == generated.json()["prompt_eval_count"]
+    assert _count(http, model=EMBED, prompt="hello world") >= 3  # BERT's [CLS] and [SEP] around the words
+
+
+def test_tokenize_reuses_the_loaded_model_as_it_is(http: httpx.Client, client: ollama.Client) -> None:
+    http.post("/api/generate", json={"model": CHAT, "keep_alive": -1, "options": {"num_ctx": 2048}})
+    _count(http, model=CHAT, prompt="hello")
+    running = {m.model: m for m in client.ps().models}
+    assert running[CHAT].context_length == 2048, "a count must not reload the model at another context size"
+    assert running[CHAT].expires_at.year > 2100, "a count must not change the model's keep_alive"
+    http.post("/api/generate", json={"model": CHAT, "keep_alive": "5m"})
+
+
+def test_tokenize_errors(http: httpx.Client) -> None:
+    resp = http.post("/api/tokenize", json={"model": "nope", "prompt": "x"})
+    assert resp.status_code == 404
+    assert resp.json() == {"error": "model 'nope' not found"}
+    bad_bodies: list[object] = [
+        {"model": CHAT},
+        {"model": CHAT, "prompt": "x", "messages": HI},
+        {"model": CHAT, "prompt": 3},
+        {"model": CHAT, "messages": "hi"},
+        {"model": CHAT, "messages": [{"content": "no role"}]},
+        {"model": CHAT, "messages": HI, "system": ["x"]},
+        {"prompt": "x"},
+        {"model": EMBED, "messages": HI},
+        ["not", "an", "object"],
+    ]
+    for body in bad_bodies:
+        resp = http.post("/api/tokenize", json=body)
+        assert resp.status_code == 400, body
+        assert isinstance(resp.json()["error"], str)
+    assert http.post("/api/tokenize", content=b"{nope").status_code == 400
+
+
+async def test_gateway_client_counts_with_the_engine(engine_url: str, http: httpx.Client) -> None:
+    engine = EngineClient(engine_url, Settings())
+    await engine.open()
+    try:
+        body = {"messages": [{"role": "user", "content": "hello"}], "system": "Be brief."}
+        assert await engine.count_tokens(CHAT, body) == _count(http, model=CHAT, **body)
+        assert engine.has_tokenizer is True
+        with pytest.raises(ModelNotFound):
+            await engine.count_tokens("nope", {"prompt": "x"})
+        assert engine.has_tokenizer is True
+    finally:
+        await engine.close()
 
 
 def test_keep_alive_zero_unloads_and_empty_request_loads(http: httpx.Client, client: ollama.Client) -> None:

@@ -9,7 +9,12 @@ request by the model name:
 - anything else: a normal answer of ``--tokens`` tokens, after ``--latency-ms``, ``--token-ms`` apart
   (``options.num_predict`` and ``options.fake_token_ms`` override the count and pacing per request).
 
+Unknown paths (``/api/tokenize`` among them, as in real Ollama) answer 404 with the text ``404 page not found``.
 ``GET /_fake/requests`` returns the bodies received (most recent last, bounded); ``DELETE`` clears them.
+
+Gates, for tests that must hold requests at the engine: a request with ``options.fake_gate = "<name>"`` waits
+(before answering anything) until ``POST /_fake/open {"gate": "<name>"}``; an opened gate stays open.
+``GET /_fake/requests`` also reports how many requests wait at each gate.
 """
 
 from __future__ import annotations
@@ -44,6 +49,11 @@ class FakeEngine:
     received: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
     in_flight: int = 0
     cancelled: int = 0
+    gates: dict[str, asyncio.Event] = field(default_factory=dict)
+    waiting: dict[str, int] = field(default_factory=dict)
+
+    def gate(self, name: str) -> asyncio.Event:
+        return self.gates.setdefault(name, asyncio.Event())
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -70,7 +80,19 @@ class FakeEngine:
         except orjson.JSONDecodeError:
             await _json(send, 400, {"error": "invalid JSON"})
             return
+        if path == "/_fake/open":
+            self.gate(str(req.get("gate"))).set()
+            await _json(send, 200, {})
+            return
         self.received.append({"path": path, "body": req})
+        options = req.get("options") if isinstance(req.get("options"), dict) else {}
+        gate = options.get("fake_gate") if options else None
+        if isinstance(gate, str):
+            self.waiting[gate] = self.waiting.get(gate, 0) + 1
+            try:
+                await self.gate(gate).wait()
+            finally:
+                self.waiting[gate] -= 1
         model = str(req.get("model", ""))
         if model.startswith("fault-"):
             status = int(model.split("-", 1)[1])
@@ -87,7 +109,7 @@ class FakeEngine:
         elif path == "/api/show":
             await _json(send, 200, {"modelfile": "", "details": {"family": "fake"}, "capabilities": ["completion"]})
         else:
-            await _json(send, 404, {"error": "404 page not found"})
+            await _not_found(send)
 
     async def _get(self, path: str, send: Send) -> None:
         if path == "/api/version":
@@ -97,9 +119,12 @@ class FakeEngine:
         elif path == "/api/ps":
             await _json(send, 200, {"models": []})
         elif path == "/_fake/requests":
-            await _json(send, 200, {"requests": list(self.received), "in_flight": self.in_flight})
+            body = {"requests": list(self.received), "in_flight": self.in_flight, "waiting": self.waiting}
+            await _json(send, 200, body)
+        elif path == "/":
+            await _json(send, 200, {"status": "fake"})
         else:
-            await _json(send, 200 if path == "/" else 404, {"status": "fake"})
+            await _not_found(send)
 
     async def _embed(self, path: str, req: dict[str, Any], send: Send) -> None:
         vector = [1.0] + [0.0] * (self.config.dims - 1)
@@ -176,6 +201,14 @@ async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
     payload = orjson.dumps(body)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _not_found(send: Send) -> None:
+    """An unknown path, answered as Ollama's router does: plain text, not JSON."""
+    payload = b"404 page not found"
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": 404, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 
 

@@ -1,12 +1,17 @@
-"""How adapters reach the composition root's objects."""
+"""How adapters reach the composition root's objects, and who is asking."""
 
 from __future__ import annotations
 
 from fastapi import Request
 
 from shared_ollama.api.errors import request_id_of
+from shared_ollama.errors import InvalidRequest
 from shared_ollama.service.context import RequestContext
 from shared_ollama.service.gateway import Gateway
+from shared_ollama.service.scheduler import Priority
+from shared_ollama.service.tenants import Tenant
+
+PRIORITY_HEADER = "x-shared-ollama-priority"
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -14,5 +19,30 @@ def gateway_of(request: Request) -> Gateway:
     return gateway
 
 
-def context_of(request: Request, surface: str) -> RequestContext:
-    return RequestContext(request_id=request_id_of(request), surface=surface)
+def tenant_of(request: Request) -> Tenant:
+    """The authenticated tenant (401 without a valid key when auth is on); resolved once per request."""
+    tenant: Tenant | None = getattr(request.state, "tenant", None)
+    if tenant is None:
+        tenant = gateway_of(request).tenants.authenticate(request.headers)
+        request.state.tenant = tenant
+    return tenant
+
+
+def authorized(request: Request) -> Gateway:
+    """The gateway, for a request whose caller has been authenticated."""
+    tenant_of(request)
+    return gateway_of(request)
+
+
+def context_of(request: Request, surface: str, priority: Priority | None = None) -> RequestContext:
+    tenant = tenant_of(request)
+    if priority is None:
+        raw = request.headers.get(PRIORITY_HEADER, Priority.INTERACTIVE.value).strip().lower()
+        try:
+            priority = Priority(raw)
+        except ValueError:
+            raise InvalidRequest("X-Shared-Ollama-Priority must be 'interactive' or 'batch'") from None
+    headers: dict[str, str] = getattr(request.state, "response_headers", {})
+    return RequestContext(
+        request_id=request_id_of(request), surface=surface, tenant=tenant, priority=priority, headers=headers
+    )

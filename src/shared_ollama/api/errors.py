@@ -19,8 +19,15 @@ from shared_ollama.errors import (
     NotFound,
     SharedOllamaError,
 )
+from shared_ollama.service.admission import is_rejection
 
 log = logging.getLogger(__name__)
+_CLIENT_CLOSED = 499
+"""Status logged for a request whose client went away before its answer (nobody receives it)."""
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its answer was ready."""
 
 
 def request_id_of(request: Request) -> str:
@@ -70,16 +77,28 @@ def _validation_message(errors: list[Any]) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+def _count_rejection(request: Request, exc: SharedOllamaError) -> None:
+    gateway = getattr(request.app.state, "gateway", None)
+    if gateway is not None and is_rejection(exc):
+        gateway.admission.record_rejection(exc.code)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_service_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SharedOllamaError)
+        _count_rejection(request, exc)
         if exc.status >= 500:
             log.warning("request %s failed: %s %s", request_id_of(request), exc.code, exc.message)
         return error_response(request, exc)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return error_response(request, InvalidRequest(_validation_message(list(exc.errors()))))
+        error = InvalidRequest(_validation_message(list(exc.errors())))
+        _count_rejection(request, error)
+        return error_response(request, error)
+
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        return Response(status_code=_CLIENT_CLOSED)
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -95,5 +114,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(SharedOllamaError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(ClientDisconnected, on_disconnect)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unexpected)

@@ -12,8 +12,9 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response, StreamingResponse
 
-from shared_ollama.api.errors import native_error_body, openai_error_body, request_id_of
-from shared_ollama.errors import BackendError, InternalError, InvalidRequest, SharedOllamaError
+from shared_ollama.api.deps import gateway_of, tenant_of
+from shared_ollama.api.errors import ClientDisconnected, native_error_body, openai_error_body, request_id_of
+from shared_ollama.errors import BackendError, InternalError, InvalidRequest, RequestTooLarge, SharedOllamaError
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -24,12 +25,30 @@ NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
 
 
-class ClientDisconnected(Exception):
-    """The client went away before its answer was ready."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes.
+
+    A declared Content-Length over the limit is refused before reading anything; a chunked body is read
+    only up to the limit.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"request body is {int(declared)} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def read_json(request: Request) -> JsonDict:
-    body = await request.body()
+    """The authenticated caller's JSON object body (auth is checked before a byte of the body is read)."""
+    gateway = gateway_of(request)
+    tenant_of(request)
+    body = await read_body(request, gateway.settings.max_body_bytes)
     if not body:
         raise InvalidRequest("request body is empty; send a JSON object")
     try:
@@ -99,6 +118,13 @@ async def open_stream(
         await stack.aclose()
         raise
     return stack, lines
+
+
+async def start_stream(
+    request: Request, source: AbstractAsyncContextManager[AsyncIterator[bytes]]
+) -> tuple[AsyncExitStack, AsyncIterator[bytes]]:
+    """Open a stream (admission and queueing included), abandoning it if the client leaves meanwhile."""
+    return await until_disconnect(request, open_stream(source))
 
 
 def ndjson_response(request: Request, stack: AsyncExitStack, lines: AsyncIterator[bytes]) -> StreamingResponse:

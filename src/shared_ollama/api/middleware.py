@@ -1,4 +1,4 @@
-"""Request id on every response (pure ASGI, so it costs next to nothing)."""
+"""Request id and the pipeline's headers on every response (pure ASGI, so it costs next to nothing)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,11 @@ def new_request_id() -> str:
 
 
 class RequestIdMiddleware:
-    """Keeps a sane client-sent request id, else makes one; exposes it as ``request.state.request_id``."""
+    """Keeps a sane client-sent request id, else makes one; exposes it as ``request.state.request_id``.
+
+    ``request.state.response_headers`` is a dict the pipeline fills while it works (tenant, in-flight limit
+    and remaining places, queue wait); its contents go out with the response's headers, errors included.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -33,7 +37,10 @@ class RequestIdMiddleware:
                     request_id = value.decode()
                 break
         request_id = request_id or new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        extra: dict[str, str] = {}
+        state["response_headers"] = extra
         raw_id = request_id.encode()
 
         async def send_with_id(message: Message) -> None:
@@ -41,6 +48,7 @@ class RequestIdMiddleware:
                 headers = list(message.get("headers", []))
                 if not any(k.lower() == _HEADER_KEY for k, _ in headers):
                     headers.append((_HEADER_KEY, raw_id))
+                headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
                 message["headers"] = headers
             await send(message)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response
 
-from shared_ollama.api.deps import context_of, gateway_of
+from shared_ollama.api.deps import authorized, context_of, gateway_of
 from shared_ollama.api.http import (
     json_response,
     ndjson_response,
-    open_stream,
     parse,
+    start_stream,
     until_disconnect,
 )
 from shared_ollama.api.openapi import body
@@ -31,7 +31,7 @@ async def _generation(request: Request, path: str, body: dict[str, object], stre
     ctx = context_of(request, SURFACE)
     gateway.resolve_model(body)
     if stream:
-        stack, lines = await open_stream(gateway.stream(ctx, path, body))
+        stack, lines = await start_stream(request, gateway.stream(ctx, path, body))
         return ndjson_response(request, stack, lines)
     return json_response(await until_disconnect(request, gateway.call(ctx, path, body)))
 
@@ -71,17 +71,17 @@ async def show(request: Request) -> Response:
     req = await parse(request, ShowRequest)
     body = req.to_engine()
     body["model"] = req.target()
-    return await _generation(request, "/api/show", body, False)
+    return json_response(await authorized(request).inspect("/api/show", body))
 
 
 @router.get("/api/tags", summary="Installed models")
 async def tags(request: Request) -> Response:
-    return json_response(await gateway_of(request).get("/api/tags"))
+    return json_response(await authorized(request).get("/api/tags"))
 
 
 @router.get("/api/ps", summary="Loaded models")
 async def ps(request: Request) -> Response:
-    return json_response(await gateway_of(request).get("/api/ps"))
+    return json_response(await authorized(request).get("/api/ps"))
 
 
 @router.get("/api/version", summary="Engine version")

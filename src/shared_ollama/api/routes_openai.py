@@ -9,8 +9,8 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from shared_ollama.api.deps import context_of, gateway_of
-from shared_ollama.api.http import json_response, open_stream, parse, sse_response, until_disconnect
+from shared_ollama.api.deps import authorized, context_of, gateway_of
+from shared_ollama.api.http import json_response, parse, sse_response, start_stream, until_disconnect
 from shared_ollama.api.openapi import body
 from shared_ollama.errors import ModelNotFound
 from shared_ollama.protocol import convert
@@ -42,7 +42,7 @@ async def chat_completions(request: Request) -> Response:
             first[0] = False
             return chunks
 
-        stack, lines = await open_stream(gateway.stream(ctx, "/api/chat", body))
+        stack, lines = await start_stream(request, gateway.stream(ctx, "/api/chat", body))
         return sse_response(request, stack, lines, to_chunks)
     raw = await until_disconnect(request, gateway.call(ctx, "/api/chat", body))
     native = orjson.loads(raw)
@@ -73,7 +73,7 @@ async def completions(request: Request) -> Response:
             created=created,
             include_usage=include_usage,
         )
-        stack, lines = await open_stream(gateway.stream(ctx, "/api/generate", body))
+        stack, lines = await start_stream(request, gateway.stream(ctx, "/api/generate", body))
         return sse_response(request, stack, lines, to_chunks)
     raw = await until_disconnect(request, gateway.call(ctx, "/api/generate", body))
     native = orjson.loads(raw)
@@ -93,13 +93,13 @@ async def embeddings(request: Request) -> Response:
 
 @router.get("/v1/models", summary="Models (OpenAI format)")
 async def models(request: Request) -> Response:
-    tags = orjson.loads(await gateway_of(request).get("/api/tags"))
+    tags = orjson.loads(await authorized(request).get("/api/tags"))
     return json_response(convert.models_from_tags(tags))
 
 
 @router.get("/v1/models/{model:path}", summary="One model (OpenAI format)")
 async def model(request: Request, model: str) -> Response:
-    tags = orjson.loads(await gateway_of(request).get("/api/tags"))
+    tags = orjson.loads(await authorized(request).get("/api/tags"))
     for tag in tags.get("models", []):
         names = {tag.get("name"), tag.get("model")}
         if model in names or f"{model}:latest" in names:

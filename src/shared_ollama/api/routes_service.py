@@ -9,13 +9,13 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from shared_ollama import __version__
-from shared_ollama.api.deps import context_of, gateway_of
+from shared_ollama.api.deps import authorized, context_of, gateway_of
 from shared_ollama.api.http import (
     json_response,
     ndjson_response,
-    open_stream,
     parse,
     read_json,
+    start_stream,
     until_disconnect,
     validate,
 )
@@ -53,7 +53,7 @@ async def _native(request: Request, path: str, body: dict[str, object], stream: 
     ctx = context_of(request, SURFACE)
     gateway.resolve_model(body, default=gateway.settings.default_model)
     if stream:
-        stack, lines = await open_stream(gateway.stream(ctx, path, body))
+        stack, lines = await start_stream(request, gateway.stream(ctx, path, body))
         return ndjson_response(request, stack, lines)
     body["stream"] = False
     return json_response(await until_disconnect(request, gateway.call(ctx, path, body)))
@@ -117,4 +117,4 @@ async def embeddings(request: Request) -> Response:
 
 @router.get("/models", summary="Installed models")
 async def models(request: Request) -> Response:
-    return json_response(await gateway_of(request).get("/api/tags"))
+    return json_response(await authorized(request).get("/api/tags"))

@@ -56,6 +56,21 @@ def error_from_status(status: int, body: bytes) -> SharedOllamaError:
     return BackendError(f"engine error (HTTP {status}): {message}")
 
 
+def _no_such_endpoint(status: int, body: bytes) -> bool:
+    """True for a router's "no such route" (Ollama: 404 with the text "404 page not found", or 405), as opposed
+    to an endpoint's own JSON error such as ``{"error": "model 'x' not found"}``."""
+    if status in (405, 501):
+        return True
+    if status != 404:
+        return False
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return True
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    return not isinstance(error, str) or "page not found" in error
+
+
 class EngineClient:
     """Pooled client for one engine base URL."""
 
@@ -64,6 +79,8 @@ class EngineClient:
         self._settings = settings
         self._is_available = is_available or (lambda: True)
         self._session: aiohttp.ClientSession | None = None
+        self.has_tokenizer: bool | None = None
+        """Whether the engine counts tokens (``POST /api/tokenize``): None until a call has told."""
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -133,6 +150,34 @@ class EngineClient:
         payload = await self.request(method, path, body)
         parsed = orjson.loads(payload) if payload else {}
         return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+    async def count_tokens(self, model: str, body: JsonDict) -> int | None:
+        """Tokens of ``body`` (``{"prompt": ...}`` or ``{"messages": [...], "system": ...}``) for ``model``,
+        counted by the engine's own tokenizer; None when the engine has no tokenizer endpoint (real Ollama).
+        """
+        if self.has_tokenizer is False:
+            return None
+        data = orjson.dumps({**body, "model": model})
+
+        async def call() -> tuple[int, bytes]:
+            url = self.base_url + "/api/tokenize"
+            async with self.session.post(url, data=data, headers=_JSON_HEADERS) as resp:
+                return resp.status, await resp.read()
+
+        status, payload = await self._with_retry(call)
+        if _no_such_endpoint(status, payload):
+            self.has_tokenizer = False
+            return None
+        if status >= 300:
+            raise error_from_status(status, payload)
+        self.has_tokenizer = True
+        try:
+            count = orjson.loads(payload).get("count")
+        except (orjson.JSONDecodeError, AttributeError):
+            count = None
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise BackendError("the engine sent an unreadable token count")
+        return count
 
     @asynccontextmanager
     async def stream(self, path: str, body: JsonDict) -> AsyncIterator[AsyncIterator[bytes]]:

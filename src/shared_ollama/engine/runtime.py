@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
@@ -68,6 +69,17 @@ def _http_json(base: str, path: str, body: JsonDict | None = None) -> Any:
     request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as reply:
         return orjson.loads(reply.read())
+
+
+def _llama_call(base: str, path: str, body: JsonDict) -> JsonDict:
+    """``_http_json`` with llama.cpp's errors (HTTP or in the body) as EngineCallError."""
+    try:
+        return _check(_http_json(base, path, body))
+    except urllib.error.HTTPError as exc:
+        with contextlib.suppress(ValueError, OSError):
+            _check(orjson.loads(exc.read()))  # raises with llama.cpp's own message and code
+        status = exc.code if 400 <= exc.code < 600 else 500
+        raise EngineCallError(f"llama.cpp answered HTTP {exc.code} on {path}", status) from exc
 
 
 def _release(holder: list[Any]) -> None:
@@ -216,8 +228,26 @@ class LoadedModel:
         tokens = int((result.get("usage") or {}).get("prompt_tokens") or 0)
         return vectors, tokens
 
+    async def count_tokens(self, text: str = "", chat: JsonDict | None = None) -> int:
+        """Tokens the model sees for ``text`` (a prompt as is, special tokens added), or for ``chat``
+        (``{"messages": [...], "tools": [...]}`` in llama.cpp's shape) rendered by the model's chat template.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.executor, self._count_tokens, text, chat)
+        except EngineCallError:
+            raise
+        except Exception as exc:
+            raise _error_from(exc) from exc
+
+    def _count_tokens(self, text: str, chat: JsonDict | None) -> int:
+        if chat is not None:
+            text = str(_llama_call(self.address, "/apply-template", chat).get("prompt") or "")
+        return len(self._tokenize(text))
+
     def _tokenize(self, text: str) -> list[int]:
-        reply = _http_json(self.address, "/tokenize", {"content": text, "add_special": True})
+        """Blocking: ``text``'s tokens as llama.cpp tokenizes a prompt (special tokens added and parsed)."""
+        reply = _llama_call(self.address, "/tokenize", {"content": text, "add_special": True})
         return [int(t) for t in reply.get("tokens", [])]
 
     def _fitted_inputs(self, texts: list[str]) -> list[str | list[int]]:

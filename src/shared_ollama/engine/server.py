@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from shared_ollama.engine.handlers import ApiError, ClientGone, EngineApp, json_response
 from shared_ollama.engine.runtime import EngineCallError
+from shared_ollama.engine.tokenize import tokenize
 from shared_ollama.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ def create_engine_app(settings: Settings) -> Starlette:
     async def generate(request: Request) -> Response:
         return await engine.generation(request, "generate")
 
+    async def count(request: Request) -> Response:
+        return await tokenize(engine, request)
+
     async def root(request: Request) -> Response:
         return PlainTextResponse("Ollama is running")
 
@@ -77,6 +81,7 @@ def create_engine_app(settings: Settings) -> Starlette:
         Route("/api/generate", _guarded(generate), methods=["POST"]),
         Route("/api/embed", _guarded(engine.embed), methods=["POST"]),
         Route("/api/embeddings", _guarded(engine.embeddings), methods=["POST"]),
+        Route("/api/tokenize", _guarded(count), methods=["POST"]),  # ours, not Ollama's: see engine/tokenize.py
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.engine = engine

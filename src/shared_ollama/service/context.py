@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from shared_ollama.service.scheduler import Priority
+from shared_ollama.service.tenants import Tenant
 
 
 @dataclass(frozen=True, slots=True)
@@ -10,3 +13,7 @@ class RequestContext:
     request_id: str
     surface: str
     """``service``, ``ollama`` or ``openai``: which protocol adapter the request came through."""
+    tenant: Tenant
+    priority: Priority = Priority.INTERACTIVE
+    headers: dict[str, str] = field(default_factory=dict)
+    """Headers the pipeline adds to the response (rate-limit state, queue wait); the adapter sends them."""
