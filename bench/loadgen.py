@@ -18,6 +18,8 @@ class Result:
     tokens: int = 0
     errors: int = 0
     wall: float = 0.0
+    queue_waits: list[float] = field(default_factory=list)
+    """Seconds each answered request waited in the gateway's queue (its X-Shared-Ollama-Queue-Wait-Ms)."""
 
     @property
     def count(self) -> int:
@@ -38,14 +40,19 @@ class Result:
         return statistics.median(self.latencies) * 1000 if self.latencies else float("nan")
 
 
-async def _one(session: aiohttp.ClientSession, url: str, body: bytes, stream: bool, result: Result) -> None:
+async def _one(
+    session: aiohttp.ClientSession, url: str, body: bytes, stream: bool, result: Result, headers: dict[str, str]
+) -> None:
     started = time.perf_counter()
     try:
-        async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+        async with session.post(url, data=body, headers=headers) as resp:
             if resp.status != 200:
                 await resp.read()
                 result.errors += 1
                 return
+            wait_ms = resp.headers.get("X-Shared-Ollama-Queue-Wait-Ms")
+            if wait_ms is not None:
+                result.queue_waits.append(int(wait_ms) / 1000)
             if not stream:
                 await resp.read()
             else:
@@ -71,9 +78,11 @@ async def run_load(
     requests: int,
     max_seconds: float,
     stream: bool = False,
+    headers: dict[str, str] | None = None,
 ) -> Result:
     """Send ``requests`` requests with ``concurrency`` workers, stopping early after ``max_seconds``."""
     body = orjson.dumps({**payload, "stream": stream})
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
     result = Result()
     remaining = [requests]
     deadline = time.perf_counter() + max_seconds
@@ -84,7 +93,7 @@ async def run_load(
         async def worker() -> None:
             while remaining[0] > 0 and time.perf_counter() < deadline:
                 remaining[0] -= 1
-                await _one(session, url, body, stream, result)
+                await _one(session, url, body, stream, result, all_headers)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))

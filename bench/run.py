@@ -136,7 +136,14 @@ def main() -> None:
     other = set(cores[1:]) or gw_cores
     os.sched_setaffinity(0, other)
     print(f"cores: gateway {sorted(gw_cores)}, engine + load generator {sorted(other)}")
-    gw_env = {"SHARED_OLLAMA_ENGINE": "external", "SHARED_OLLAMA_LOG_LEVEL": "warning"}
+    gw_env = {
+        "SHARED_OLLAMA_ENGINE": "external",
+        "SHARED_OLLAMA_LOG_LEVEL": "warning",
+        # The front door's own cost is measured with admission on but out of the way: one tenant, caps and
+        # slots above the load generator's concurrency.
+        "SHARED_OLLAMA_MAX_INFLIGHT_TEXT": "256",
+        "SHARED_OLLAMA_ENGINE_SLOTS": "64",
+    }
     procs: list[subprocess.Popen[bytes]] = []
     try:
         if not args.skip_scripted:

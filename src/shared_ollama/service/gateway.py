@@ -49,6 +49,8 @@ class Gateway:
         return body
 
     async def _check(self, ctx: RequestContext, path: str, body: JsonDict) -> None:
+        """What can be refused before admission: a full queue (free to check), then the prompt's size."""
+        self.admission.scheduler.check_room()
         if path in _PROMPTED:
             await check_prompt_size(self.client, body, ctx.tenant.limits.max_prompt_tokens)
 

@@ -116,17 +116,21 @@ class Scheduler:
 
     # ------------------------------------------------------------------ acquire / release
 
+    def check_room(self) -> None:
+        """Raise ``queue_full`` if a request arriving now would find every slot taken and the queue full."""
+        if self._queued >= self.max_queue and (self._queued or len(self._running) >= self.slots):
+            raise QueueFull(
+                f"the queue is full ({self._queued} requests waiting for {self.slots} engine slots); retry later",
+                retry_after=self.estimated_wait(),
+            )
+
     async def acquire(self, ticket: Ticket, max_wait: float) -> None:
         """Wait for a slot (at most ``max_wait`` seconds). Leaving early, by error or cancellation, frees the place."""
         ticket.enqueued_at = self._clock()
         if self._queued == 0 and len(self._running) < self.slots:
             self._start(ticket)
             return
-        if self._queued >= self.max_queue:
-            raise QueueFull(
-                f"the queue is full ({self._queued} requests waiting for {self.slots} engine slots); retry later",
-                retry_after=self.estimated_wait(),
-            )
+        self.check_room()
         ticket.granted = asyncio.get_running_loop().create_future()
         self._enqueue(ticket)
         try:
