@@ -85,6 +85,24 @@ class Settings(BaseSettings):
     warm_models: int = Field(default=0, ge=0)
     """Models the engine holds at once, for scheduling; 0 means ``engine_max_loaded_models``."""
 
+    # --- images (vision requests)
+    image_max_side: int = Field(default=1536, ge=64)
+    """Images are downscaled so their longest side is at most this many pixels."""
+    image_jpeg_quality: int = Field(default=85, ge=30, le=100)
+    image_max_pixels: int = Field(default=40_000_000, ge=1)
+    """Images declaring more pixels are refused before decoding (decompression bombs)."""
+    image_max_count: int = Field(default=8, ge=1)
+    """Images per request."""
+    image_workers: int = Field(default=2, ge=1)
+    image_cache_entries: int = Field(default=64, ge=0)
+    allow_remote_images: bool = False
+    """Fetch http(s) image URLs (off: a gateway that fetches arbitrary URLs is an SSRF hole)."""
+    remote_image_timeout: float = Field(default=10.0, gt=0)
+
+    # --- batches
+    batch_max_items: int = Field(default=100, ge=1)
+    batch_concurrency: int = Field(default=4, ge=1)
+
     # --- shared state across gateway replicas
     redis_url: str | None = None
     redis_lease_seconds: float = Field(default=30.0, gt=1)
