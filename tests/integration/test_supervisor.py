@@ -65,8 +65,28 @@ async def test_engine_ignoring_sigterm_is_killed(tmp_path: Path) -> None:
     supervisor = EngineSupervisor(_settings(tmp_path, _standin(tmp_path, body)))
     await supervisor.start()
     assert supervisor.state == EngineState.RUNNING
+    pid = supervisor.pid
+    assert pid is not None
     await asyncio.wait_for(supervisor.stop(), timeout=15)
     assert supervisor.pid is None
+    for _ in range(200):  # bounded: SIGKILL is delivered asynchronously
+        if not _live_members(pid):
+            break
+        await asyncio.sleep(0.02)
+    assert not _live_members(pid), "the shell and the engine it started are both gone"
+
+
+def _live_members(group: int) -> list[int]:
+    """Processes of a process group that are still running (zombies waiting for a reaper do not count)."""
+    alive = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            alive.append(int(stat_file.parent.name))
+    return alive
 
 
 async def test_crash_loop_backs_off_and_reports_down(tmp_path: Path) -> None:

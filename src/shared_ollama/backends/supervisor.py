@@ -210,6 +210,7 @@ class EngineSupervisor:
                     self.last_error = None
 
     async def _terminate(self) -> None:
+        """SIGTERM, then SIGKILL to the engine's whole process group (Ollama runs its models as children)."""
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return
@@ -218,10 +219,12 @@ class EngineSupervisor:
         try:
             await asyncio.wait_for(proc.wait(), timeout=self._settings.engine_stop_timeout)
         except TimeoutError:
-            log.warning("engine did not stop after SIGTERM; sending SIGKILL")
+            log.warning("engine did not stop after SIGTERM; sending SIGKILL to its process group")
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)  # started with start_new_session: the group is the engine's
             await proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # children the engine left behind
 
     async def stop(self) -> None:
         self._stopping = True

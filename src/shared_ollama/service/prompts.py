@@ -2,7 +2,9 @@
 
 The prompt limit is checked before admission. A cheap upper bound comes first: a token covers at least one
 byte of text (byte-level BPE and SentencePiece with byte fallback both guarantee it), plus a margin per
-message for the chat template. Prompts under the limit by that bound (almost all of them) cost nothing more.
+message for the chat template's markers and a fixed allowance for what the template adds once (SmolLM2's
+adds a default system prompt of about 30 tokens). Prompts under the limit by that bound (almost all of
+them) cost nothing more.
 Only larger ones are counted exactly with the engine's tokenizer (the embedded engine's ``/api/tokenize``,
 template included); an engine without one (a real Ollama) gets a documented conservative estimate of one
 token per three bytes of text.
@@ -19,6 +21,8 @@ from shared_ollama.errors import PromptTooLarge
 JsonDict = dict[str, Any]
 TEMPLATE_MARGIN = 16
 """Tokens allowed per message for the chat template's markers in the upper bound."""
+TEMPLATE_ALLOWANCE = 128
+"""Tokens allowed once per prompt for the template's own text (a default system prompt) in the upper bound."""
 BYTES_PER_TOKEN_ESTIMATE = 3
 
 
@@ -47,7 +51,7 @@ async def check_prompt_size(client: EngineClient, body: JsonDict, limit: int) ->
     """Raise ``prompt_too_large`` when a chat or generate prompt is over ``limit`` tokens."""
     texts, messages = _texts(body)
     size = sum(len(t.encode()) for t in texts)
-    if size + TEMPLATE_MARGIN * messages <= limit:
+    if size + TEMPLATE_MARGIN * messages + TEMPLATE_ALLOWANCE <= limit:
         return
     count = await client.count_tokens(str(body.get("model", "")), _tokenize_body(body))
     how = "counted with the model's tokenizer"

@@ -1,0 +1,244 @@
+"""Admission with the real engine and models: the prompt limit counted with the model's tokenizer, the
+tenant cap as the official ollama and openai clients see it, keys sent by those clients, and every counter
+back at zero afterwards.
+
+Real generations are few and short (the engine runs on a couple of CPU cores); the one long generation
+only holds a tenant's place and is abandoned after its first line.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ollama
+import openai
+import orjson
+import pytest
+
+from tests.e2e.conftest import start_gateway
+from tests.support.processes import stop
+
+pytestmark = pytest.mark.e2e
+
+CHAT_MODEL = "smollm2:135m"
+PROMPT_LIMIT = 200
+HI = [{"role": "user", "content": "Hi"}]
+SENTENCE = "The quick brown fox jumps over the lazy dog. "
+UNDER = [{"role": "user", "content": SENTENCE * 12}]  # ~150 tokens, over the cheap byte bound: counted exactly
+OVER = [{"role": "user", "content": SENTENCE * 25}]  # ~280 tokens
+HOLD = [{"role": "user", "content": "Write a very long essay about the history of Rome."}]
+BUSY = "busy"
+USED_TENANTS = ("default", "limits", BUSY)
+POLL_TIMEOUT = 30.0
+JsonDict = dict[str, Any]
+
+
+def project(name: str) -> dict[str, str]:
+    return {"X-Shared-Ollama-Project": name}
+
+
+@pytest.fixture(scope="module")
+def admission_url(
+    engine_url: str, model_store: Path, artifacts_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A gateway in front of the session's real engine: a 200-token prompt limit, one text request per tenant."""
+    url, proc = start_gateway(
+        model_store,
+        tmp_path_factory.mktemp("gw-admission"),
+        artifacts_dir / "gateway-admission-e2e.log",
+        env={
+            "SHARED_OLLAMA_ENGINE": "external",
+            "SHARED_OLLAMA_OLLAMA_URL": engine_url,
+            "SHARED_OLLAMA_MAX_PROMPT_TOKENS": str(PROMPT_LIMIT),
+            "SHARED_OLLAMA_MAX_INFLIGHT_TEXT": "1",
+        },
+    )
+    try:
+        yield url
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def http(admission_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=admission_url, timeout=120) as client:
+        yield client
+
+
+def stats(client: httpx.Client, headers: dict[str, str] | None = None) -> JsonDict:
+    resp = client.get("/api/v1/queue/stats", headers=headers)
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def until(check: Callable[[], bool], what: str) -> None:
+    """Poll ``check`` until it holds (bounded): readiness polling, not a timed assertion."""
+    deadline = time.monotonic() + POLL_TIMEOUT
+    while not check():
+        assert time.monotonic() < deadline, f"timed out after {POLL_TIMEOUT}s waiting for: {what}"
+        time.sleep(0.05)
+
+
+def assert_drained(client: httpx.Client, tenants: tuple[str, ...], headers: dict[str, str] | None = None) -> None:
+    """Queue, slots and every listed tenant's in-flight count at zero (each tenant's own view)."""
+    for name in tenants:
+        view = headers if headers is not None else project(name)
+
+        def settled(view: dict[str, str] = view) -> bool:
+            snapshot = stats(client, view)
+            return snapshot["queue_depth"] == 0 and snapshot["engine_slots"]["in_use"] == 0
+
+        until(settled, "queue and engine slots drained")  # an abandoned stream is noticed asynchronously
+        snapshot = stats(client, view)
+        assert snapshot["queue_depth"] == 0, snapshot
+        assert snapshot["engine_slots"]["in_use"] == 0, snapshot
+        assert name in snapshot["tenants"], snapshot
+        for tenant, kinds in snapshot["tenants"].items():
+            for kind, row in kinds.items():
+                assert row["in_flight"] == 0, (tenant, kind, row)
+                for priority in ("interactive", "batch"):
+                    assert row[priority] == {"queued": 0, "running": 0}, (tenant, kind, row)
+
+
+def in_flight(client: httpx.Client, tenant: str) -> int:
+    return int(stats(client, project(tenant))["tenants"][tenant]["text"]["in_flight"])
+
+
+@contextmanager
+def holding(client: httpx.Client, tenant: str) -> Iterator[None]:
+    """A long streamed generation for ``tenant``, read only up to its first line: it holds the tenant's place
+    until the block ends and the stream is closed (which cancels the generation)."""
+    body = {"model": CHAT_MODEL, "messages": HOLD, "stream": True, "options": {"num_predict": 400, "temperature": 0}}
+    with client.stream("POST", "/api/chat", json=body, headers=project(tenant)) as resp:
+        assert resp.status_code == 200
+        lines = resp.iter_lines()  # kept referenced: a dropped iterator is closed, and closes the stream
+        first = orjson.loads(next(lines))
+        assert first["done"] is False and "error" not in first, first
+        assert in_flight(client, tenant) == 1
+        yield
+        assert in_flight(client, tenant) == 1, "the generation was still running throughout"
+
+
+def test_prompt_limit_is_counted_with_the_models_tokenizer(
+    http: httpx.Client, admission_url: str, engine_url: str
+) -> None:
+    exact = httpx.post(f"{engine_url}/api/tokenize", json={"model": CHAT_MODEL, "messages": OVER}, timeout=60)
+    assert exact.status_code == 200
+    over_count = exact.json()["count"]
+    assert over_count > PROMPT_LIMIT
+    before = stats(http, project("limits"))["rejections"].get("prompt_too_large", 0)
+
+    resp = http.post("/api/chat", json={"model": CHAT_MODEL, "messages": OVER}, headers=project("limits"))
+    assert resp.status_code == 400, resp.text
+    body = resp.json()
+    assert body["code"] == "prompt_too_large"
+    assert "counted with the model's tokenizer" in body["error"]
+    assert f"the limit is {PROMPT_LIMIT}" in body["error"]
+    stated = re.search(r"the prompt is (\d+) tokens", body["error"])
+    assert stated is not None and int(stated.group(1)) == over_count, "the engine's own count, template included"
+
+    openai_client = openai.OpenAI(
+        base_url=f"{admission_url}/v1", api_key="x", max_retries=0, default_headers=project("limits")
+    )
+    with pytest.raises(openai.BadRequestError) as info:
+        openai_client.chat.completions.create(model=CHAT_MODEL, messages=OVER, max_tokens=4)  # type: ignore[arg-type]
+    assert info.value.code == "prompt_too_large"
+    assert stats(http, project("limits"))["rejections"]["prompt_too_large"] == before + 2
+
+    under = http.post(
+        "/api/chat",
+        json={"model": CHAT_MODEL, "messages": UNDER, "stream": False, "options": {"num_predict": 4}},
+        headers=project("limits"),
+    )
+    assert under.status_code == 200, under.text
+    answer = under.json()
+    assert answer["done"] is True
+    assert 0 < answer["eval_count"] <= 4
+    assert len((SENTENCE * 12).encode()) > PROMPT_LIMIT, "over the byte bound, so it was counted, not waved through"
+    assert 100 < answer["prompt_eval_count"] <= PROMPT_LIMIT
+
+
+def test_official_clients_see_the_tenant_cap(http: httpx.Client, admission_url: str) -> None:
+    ollama_client = ollama.Client(host=admission_url, headers=project(BUSY), timeout=120)
+    openai_client = openai.OpenAI(
+        base_url=f"{admission_url}/v1", api_key="x", max_retries=0, default_headers=project(BUSY), timeout=120
+    )
+    before = stats(http, project(BUSY))["rejections"].get("tenant_busy", 0)
+    with holding(http, BUSY):
+        with pytest.raises(ollama.ResponseError) as refused:
+            ollama_client.chat(model=CHAT_MODEL, messages=HI, options={"num_predict": 4})
+        assert refused.value.status_code == 429
+        assert f"'{BUSY}'" in refused.value.error and "in flight" in refused.value.error
+
+        with pytest.raises(openai.RateLimitError) as limited:
+            openai_client.chat.completions.create(model=CHAT_MODEL, messages=HI, max_tokens=4)  # type: ignore[arg-type]
+        assert limited.value.status_code == 429
+        assert limited.value.code == "tenant_busy"
+        assert int(limited.value.response.headers["Retry-After"]) >= 1
+
+        other = http.post(
+            "/api/chat",
+            json={"model": CHAT_MODEL, "messages": HI, "stream": False, "options": {"num_predict": 2}},
+            headers=project("default"),
+        )
+        assert other.status_code == 200, "another tenant is not affected"
+    assert stats(http, project(BUSY))["rejections"]["tenant_busy"] == before + 2
+
+    # Closing the stream gives the place back (once the gateway notices): the tenant's next request is answered.
+    until(lambda: in_flight(http, BUSY) == 0, "the abandoned stream's place given back")
+    answer = ollama_client.chat(model=CHAT_MODEL, messages=HI, options={"num_predict": 4})
+    assert answer.done
+    assert 0 < (answer.eval_count or 0) <= 4
+
+
+def test_official_clients_send_keys(model_store: Path, artifacts_dir: Path, tmp_path: Path, engine_url: str) -> None:
+    url, proc = start_gateway(
+        model_store,
+        tmp_path,
+        artifacts_dir / "gateway-keys-e2e.log",
+        env={
+            "SHARED_OLLAMA_ENGINE": "external",
+            "SHARED_OLLAMA_OLLAMA_URL": engine_url,
+            "SHARED_OLLAMA_API_KEYS": "app:sk-app",
+        },
+    )
+    try:
+        good = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-app", max_retries=0, timeout=120)
+        completion = good.chat.completions.create(model=CHAT_MODEL, messages=HI, max_tokens=4)  # type: ignore[arg-type]
+        assert completion.choices[0].message.role == "assistant"
+        assert completion.usage is not None and 0 < completion.usage.completion_tokens <= 4
+
+        wrong = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError) as denied:
+            wrong.chat.completions.create(model=CHAT_MODEL, messages=HI, max_tokens=4)  # type: ignore[arg-type]
+        assert denied.value.status_code == 401
+        assert denied.value.code == "unauthorized"
+
+        keyed = ollama.Client(host=url, headers={"Authorization": "Bearer sk-app"}, timeout=120)
+        answer = keyed.chat(model=CHAT_MODEL, messages=HI, options={"num_predict": 4})
+        assert answer.done and answer.message.content is not None
+        with pytest.raises(ollama.ResponseError) as anonymous:
+            ollama.Client(host=url, timeout=120).chat(model=CHAT_MODEL, messages=HI, options={"num_predict": 4})
+        assert anonymous.value.status_code == 401
+
+        with httpx.Client(base_url=url, timeout=60) as client:
+            mine = stats(client, {"Authorization": "Bearer sk-app"})
+            assert mine["auth"] == "on"
+            assert mine["you"] == {"tenant": "app", "role": "user"}
+            assert_drained(client, ("app",), headers={"Authorization": "Bearer sk-app"})
+    finally:
+        stop(proc)
+
+
+def test_every_counter_is_back_at_zero(http: httpx.Client) -> None:
+    """After all of the above (429s, a refused prompt, an abandoned stream): nothing queued, running or held."""
+    assert_drained(http, USED_TENANTS)
+    snapshot = stats(http)
+    assert snapshot["shared_state"] == "local"
+    assert snapshot["engine_slots"]["total"] == 2
