@@ -136,7 +136,8 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         if data.get("api_keys"):
             data["api_keys"] = "***"
-        if data.get("redis_url") and "@" in str(data["redis_url"]):
-            scheme, _, rest = str(data["redis_url"]).partition("://")
-            data["redis_url"] = f"{scheme}://***@{rest.rpartition('@')[2]}"
+        url = str(data.get("redis_url") or "")
+        if "@" in url:
+            scheme, sep, rest = url.rpartition("://") if "://" in url.split("@")[0] else ("", "", url)
+            data["redis_url"] = f"{scheme}{sep}***@{rest.rpartition('@')[2]}"
         return data

@@ -219,11 +219,15 @@ class Scheduler:
         batch = self._queues[Priority.BATCH]
         if not interactive:
             return _interleave(batch)
-        aged = [t for q in batch.values() for t in q if now - t.enqueued_at >= self.batch_aging]
+        aged: OrderedDict[str, deque[Ticket]] = OrderedDict()
+        for tenant, tickets in batch.items():
+            old = deque(t for t in tickets if now - t.enqueued_at >= self.batch_aging)
+            if old:
+                aged[tenant] = old
         if aged:
             self._batch_turn = not self._batch_turn
-            if self._batch_turn:  # aged batch work alternates with interactive work
-                return sorted(aged, key=lambda t: t.enqueued_at)
+            if self._batch_turn:  # aged batch work alternates with interactive work, round-robin across tenants
+                return _interleave(aged)
         return _interleave(interactive)
 
     def _pick(self) -> Ticket:

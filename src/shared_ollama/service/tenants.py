@@ -130,17 +130,26 @@ def load_specs(settings: Settings) -> list[TenantSpec]:
 class Tenants:
     """Resolves a request's headers to its tenant."""
 
-    settings: Settings
-    specs: list[TenantSpec] = field(default_factory=list)
+    settings: Settings = field(repr=False)
+    specs: list[TenantSpec] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        self._by_name: dict[str, Tenant] = {}
-        self._keys: list[tuple[bytes, str]] = []
+        """Merge specs by name (a tenant in the file and the environment keeps the file's limits), index keys."""
+        roles: dict[str, Role] = {}
+        overrides: dict[str, dict[str, Any]] = {}
+        owners: dict[bytes, str] = {}
         for spec in self.specs:
-            known = self._by_name.get(spec.name)
-            role = Role.ADMIN if spec.role is Role.ADMIN or (known and known.is_admin) else Role.USER
-            self._by_name[spec.name] = Tenant(spec.name, role, _limits(self.settings, spec.limits))
-            self._keys += [(_digest(key), spec.name) for key in spec.keys]
+            if spec.role is Role.ADMIN or spec.name not in roles:
+                roles[spec.name] = spec.role
+            overrides.setdefault(spec.name, {}).update(spec.limits.model_dump(exclude_none=True))
+            for key in spec.keys:
+                digest = _digest(key)
+                if owners.setdefault(digest, spec.name) != spec.name:
+                    raise ValueError(f"one API key is given to two tenants: '{owners[digest]}' and '{spec.name}'")
+        self._by_name = {
+            name: Tenant(name, roles[name], _limits(self.settings, LimitOverrides(**overrides[name]))) for name in roles
+        }
+        self._keys = list(owners.items())
         self._default_limits = _limits(self.settings, LimitOverrides())
 
     @classmethod
