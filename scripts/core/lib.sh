@@ -71,3 +71,27 @@ ensure_redis_server() {
   fi
   return 0
 }
+
+# ensure_chromium: the status page's test renders it in a real headless browser. Chromium is installed
+# from Debian's packages when missing; when it cannot be, say so and go on (that test skips with the reason).
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && return 0
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo="sudo -n"
+    else
+      log "chromium is not installed and cannot be (not root, no sudo): the status page test will be skipped"
+      return 0
+    fi
+  fi
+  log "installing chromium (Debian package)"
+  if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; then
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || true
+  fi
+  if ! command -v chromium >/dev/null 2>&1; then
+    log "could not install chromium (apt-get install chromium failed): the status page test will be skipped"
+  fi
+  return 0
+}

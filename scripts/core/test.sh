@@ -7,6 +7,7 @@ cd "$ROOT"
 ensure_venv dev
 install_models
 ensure_redis_server
+ensure_chromium
 log "lint"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .

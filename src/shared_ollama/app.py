@@ -10,15 +10,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from shared_ollama import __version__
-from shared_ollama.api import routes_manage, routes_ollama, routes_openai, routes_service
+from shared_ollama.api import routes_manage, routes_observe, routes_ollama, routes_openai, routes_service
 from shared_ollama.api.errors import install_error_handlers
 from shared_ollama.api.middleware import RequestIdMiddleware
 from shared_ollama.backends.client import EngineClient
 from shared_ollama.backends.supervisor import EngineSupervisor
 from shared_ollama.service.admission import Admission
+from shared_ollama.service.analytics import AnalyticsStore
 from shared_ollama.service.gateway import Gateway
 from shared_ollama.service.inflight import InflightCounter, LocalInflight
 from shared_ollama.service.scheduler import Scheduler
+from shared_ollama.service.telemetry import Telemetry
 from shared_ollama.service.tenants import Tenants
 from shared_ollama.settings import Settings
 
@@ -61,7 +63,13 @@ def create_app(settings: Settings) -> FastAPI:
             model_aging=settings.model_aging_seconds,
             batch_aging=settings.batch_aging_seconds,
         )
-        app.state.gateway = Gateway(settings, client, supervisor, tenants, Admission(scheduler, counter))
+        gateway = Gateway(settings, client, supervisor, tenants, Admission(scheduler, counter))
+        analytics = AnalyticsStore(
+            settings.data_dir / "analytics.sqlite3", retention_days=settings.analytics_retention_days
+        )
+        await analytics.start()
+        app.state.gateway = gateway
+        app.state.telemetry = Telemetry(analytics, gateway.live_state)
         app.state.started_at = time.time()
         log.info("gateway ready on %s:%s, engine %s", settings.host, settings.port, supervisor.snapshot())
         try:
@@ -70,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
             await client.close()
             await supervisor.stop()
             await counter.close()
+            await analytics.close()
 
     app = FastAPI(
         title="Shared Ollama Service",
@@ -83,6 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(routes_service.router)
     app.include_router(routes_manage.router)
+    app.include_router(routes_observe.router)
     app.include_router(routes_ollama.router)
     app.include_router(routes_openai.router)
     app.add_middleware(RequestIdMiddleware)

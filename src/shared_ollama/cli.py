@@ -19,12 +19,13 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         settings = settings.model_copy(update=overrides)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.data_dir / "logs" if settings.log_file else None)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's own lines go through the JSON handlers too
         access_log=False,
         loop="uvloop",
         http="httptools",

@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_prompts: bool = False
+    """Log prompts (at debug level). Off by default: prompts are the tenants' data."""
+    log_file: bool = True
+    """Also write the JSON logs to ``<data_dir>/logs/api.log`` (rotated at 10 MiB, 5 kept)."""
+    analytics_retention_days: float = Field(default=30.0, gt=0)
+    """Request analytics (``<data_dir>/analytics.sqlite3``) older than this are deleted."""
     data_dir: Path = Field(default_factory=_default_data_dir)
 
     # --- engine selection and supervision

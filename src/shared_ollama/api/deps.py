@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import Request
 
 from shared_ollama.api.errors import request_id_of
 from shared_ollama.errors import InvalidRequest
 from shared_ollama.service.context import RequestContext
 from shared_ollama.service.gateway import Gateway
+from shared_ollama.service.records import RequestRecord
 from shared_ollama.service.scheduler import Priority
 from shared_ollama.service.tenants import Tenant
 
@@ -42,7 +45,18 @@ def context_of(request: Request, surface: str, priority: Priority | None = None)
             priority = Priority(raw)
         except ValueError:
             raise InvalidRequest("X-Shared-Ollama-Priority must be 'interactive' or 'batch'") from None
-    headers: dict[str, str] = getattr(request.state, "response_headers", {})
+    state = request.state
+    record = getattr(state, "record", None) or RequestRecord(
+        ts=time.time(), request_id=request_id_of(request), surface=surface, route=request.url.path
+    )
+    record.surface = surface
+    record.tenant = tenant.name
     return RequestContext(
-        request_id=request_id_of(request), surface=surface, tenant=tenant, priority=priority, headers=headers
+        request_id=request_id_of(request),
+        surface=surface,
+        tenant=tenant,
+        priority=priority,
+        headers=getattr(state, "response_headers", {}),
+        record=record,
+        started=getattr(state, "started", None) or time.perf_counter(),
     )

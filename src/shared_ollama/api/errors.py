@@ -59,7 +59,15 @@ def openai_error_body(exc: SharedOllamaError, request_id: str) -> dict[str, Any]
     }
 
 
+def note_error(request: Request, exc: SharedOllamaError) -> None:
+    """Put the error's code on the request's accounting record."""
+    record = getattr(request.state, "record", None)
+    if record is not None:
+        record.code = exc.code
+
+
 def error_response(request: Request, exc: SharedOllamaError) -> Response:
+    note_error(request, exc)
     request_id = request_id_of(request)
     openai = is_openai_path(request.url.path)
     body = openai_error_body(exc, request_id) if openai else native_error_body(exc, request_id)

@@ -13,7 +13,13 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response, StreamingResponse
 
 from shared_ollama.api.deps import gateway_of, tenant_of
-from shared_ollama.api.errors import ClientDisconnected, native_error_body, openai_error_body, request_id_of
+from shared_ollama.api.errors import (
+    ClientDisconnected,
+    native_error_body,
+    note_error,
+    openai_error_body,
+    request_id_of,
+)
 from shared_ollama.errors import BackendError, InternalError, InvalidRequest, RequestTooLarge, SharedOllamaError
 
 M = TypeVar("M", bound=BaseModel)
@@ -138,7 +144,9 @@ def ndjson_response(request: Request, stack: AsyncExitStack, lines: AsyncIterato
                     raise BackendError(str(orjson.loads(line).get("error", "engine error")))
                 yield line
         except Exception as exc:
-            yield orjson.dumps(native_error_body(_frame_error(exc), request_id)) + b"\n"
+            error = _frame_error(exc)
+            note_error(request, error)
+            yield orjson.dumps(native_error_body(error, request_id)) + b"\n"
         finally:
             await stack.aclose()
 
@@ -164,7 +172,9 @@ def sse_response(
                     yield b"data: " + orjson.dumps(event) + b"\n\n"
             yield b"data: [DONE]\n\n"
         except Exception as exc:
-            yield b"data: " + orjson.dumps(openai_error_body(_frame_error(exc), request_id)) + b"\n\n"
+            error = _frame_error(exc)
+            note_error(request, error)
+            yield b"data: " + orjson.dumps(openai_error_body(error, request_id)) + b"\n\n"
         finally:
             await stack.aclose()
 

@@ -1,28 +1,60 @@
-"""Request id and the pipeline's headers on every response (pure ASGI, so it costs next to nothing)."""
+"""Request id, the pipeline's headers and the request's accounting record (pure ASGI: it costs next to nothing).
+
+For every request the middleware keeps a sane client-sent request id (else makes one), exposes it as
+``request.state.request_id`` and in the log context, and starts a ``RequestRecord`` that the pipeline fills in
+(``request.state.record``). ``request.state.response_headers`` is a dict the pipeline fills while it works
+(tenant, in-flight limit and remaining places, queue wait); it goes out with the response's headers, errors
+included. When the last byte has been sent (or the client went away), the record gets its status, route and
+latency and goes to the app's telemetry — unless the path is an operational one (health, metrics, docs,
+the status page), which would only drown the figures in polling.
+"""
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared_ollama.logs import REQUEST_ID
+from shared_ollama.service.records import RequestRecord
+
 REQUEST_ID_HEADER = "X-Shared-Ollama-Request-Id"
 _HEADER_KEY = REQUEST_ID_HEADER.lower().encode()
 _SANE = re.compile(rb"^[A-Za-z0-9._:\-]{1,64}$")
+_NOT_RECORDED = frozenset(
+    {
+        "/",
+        "/metrics",
+        "/dashboard",
+        "/favicon.ico",
+        "/api/docs",
+        "/api/openapi.json",
+        "/api/version",
+        "/api/v1/health",
+        "/api/v1/metrics",
+        "/api/v1/queue/stats",
+        "/api/v1/performance/stats",
+        "/api/v1/analytics",
+    }
+)
+CLIENT_CLOSED = "client_closed"
 
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def surface_of(path: str) -> str:
+    if path.startswith("/v1/"):
+        return "openai"
+    if path.startswith("/api/v1/"):
+        return "service"
+    return "ollama" if path.startswith("/api/") else "operations"
+
+
 class RequestIdMiddleware:
-    """Keeps a sane client-sent request id, else makes one; exposes it as ``request.state.request_id``.
-
-    ``request.state.response_headers`` is a dict the pipeline fills while it works (tenant, in-flight limit
-    and remaining places, queue wait); its contents go out with the response's headers, errors included.
-    """
-
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -30,6 +62,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         request_id = ""
         for key, value in scope["headers"]:
             if key == _HEADER_KEY:
@@ -37,19 +70,47 @@ class RequestIdMiddleware:
                     request_id = value.decode()
                 break
         request_id = request_id or new_request_id()
+        path: str = scope["path"]
+        record = RequestRecord(ts=time.time(), request_id=request_id, surface=surface_of(path), route=path)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        state["record"] = record
+        state["started"] = started
         extra: dict[str, str] = {}
         state["response_headers"] = extra
         raw_id = request_id.encode()
+        finished = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal finished
             if message["type"] == "http.response.start":
+                record.status = message["status"]
                 headers = list(message.get("headers", []))
                 if not any(k.lower() == _HEADER_KEY for k, _ in headers):
                     headers.append((_HEADER_KEY, raw_id))
                 headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
                 message["headers"] = headers
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                finished = True
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        token = REQUEST_ID.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
+            if path not in _NOT_RECORDED:
+                self._finish(scope, record, started, finished)
+
+    @staticmethod
+    def _finish(scope: Scope, record: RequestRecord, started: float, finished: bool) -> None:
+        record.latency = time.perf_counter() - started
+        route = scope.get("route")
+        record.route = getattr(route, "path", None) or "unmatched"
+        if not record.status:
+            record.status = 499 if not finished else 500
+        if not finished and record.code == "ok":
+            record.code = CLIENT_CLOSED
+        telemetry = getattr(getattr(scope.get("app"), "state", None), "telemetry", None)
+        if telemetry is not None:
+            telemetry.record(record)

@@ -35,10 +35,13 @@ async def health(request: Request) -> Response:
     gateway = gateway_of(request)
     engine = gateway.supervisor.snapshot()
     healthy = engine["state"] == EngineState.RUNNING
+    loaded = await gateway.refresh_loaded() if healthy else []
+    live = gateway.live_state()
     body = {
         "status": "healthy" if healthy else "degraded",
         "ollama_status": engine["state"],
-        "engine": engine,
+        "engine": {**engine, "loaded_models": loaded},
+        "queue": {"depth": live.queue_depth, "slots_total": live.slots_total, "slots_in_use": live.slots_in_use},
         "service_version": __version__,
         "uptime_seconds": round(time.time() - request.app.state.started_at, 3),
         "default_model": gateway.settings.default_model,

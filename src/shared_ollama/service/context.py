@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
+from shared_ollama.service.records import RequestRecord
 from shared_ollama.service.scheduler import Priority
 from shared_ollama.service.tenants import Tenant
 
@@ -17,3 +19,9 @@ class RequestContext:
     priority: Priority = Priority.INTERACTIVE
     headers: dict[str, str] = field(default_factory=dict)
     """Headers the pipeline adds to the response (rate-limit state, queue wait); the adapter sends them."""
+    record: RequestRecord = field(
+        default_factory=lambda: RequestRecord(ts=time.time(), request_id="", surface="", route="")
+    )
+    """The request's accounting record; the pipeline fills in tenant, model, wait, tokens and timings."""
+    started: float = field(default_factory=time.perf_counter)
+    """``time.perf_counter()`` at arrival (time to first token is measured from it)."""

@@ -8,19 +8,27 @@ through the client and hands back raw bytes (non-streamed) or raw NDJSON lines (
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
+
 from shared_ollama.backends.client import EngineClient
-from shared_ollama.backends.supervisor import EngineSupervisor
-from shared_ollama.errors import InvalidRequest, RequestTimeout
+from shared_ollama.backends.supervisor import EngineState, EngineSupervisor
+from shared_ollama.errors import InvalidRequest, RequestTimeout, SharedOllamaError
 from shared_ollama.service.admission import Admission, Admitted
 from shared_ollama.service.context import RequestContext
+from shared_ollama.service.metrics import LiveState
 from shared_ollama.service.prompts import check_prompt_size, request_kind
+from shared_ollama.service.records import RequestRecord
 from shared_ollama.service.tenants import Tenants
 from shared_ollama.settings import Settings
 
+log = logging.getLogger(__name__)
 JsonDict = dict[str, Any]
 _PROMPTED = ("/api/chat", "/api/generate")
 
@@ -39,6 +47,7 @@ class Gateway:
         self.supervisor = supervisor
         self.tenants = tenants
         self.admission = admission
+        self.loaded_models: list[str] = []
 
     def resolve_model(self, body: JsonDict, *, default: str | None = None) -> JsonDict:
         """Fill in the model: the adapter's default when the surface has one, else a clear 400."""
@@ -50,6 +59,9 @@ class Gateway:
 
     async def _check(self, ctx: RequestContext, path: str, body: JsonDict) -> None:
         """What can be refused before admission: a full queue (free to check), then the prompt's size."""
+        ctx.record.model = str(body["model"])
+        if self.settings.log_prompts:
+            log.debug("prompt of %s: %s", ctx.request_id, orjson.dumps(body.get("messages") or body.get("prompt")))
         self.admission.scheduler.check_room()
         if path in _PROMPTED:
             await check_prompt_size(self.client, body, ctx.tenant.limits.max_prompt_tokens)
@@ -58,17 +70,23 @@ class Gateway:
         """A non-streamed engine call (chat, generate, embed ...): the engine's raw JSON body."""
         await self._check(ctx, path, body)
         async with self.admission.admit(ctx, str(body["model"]), request_kind(body)) as admitted:
+            _started(ctx, admitted)
             try:
                 async with asyncio.timeout(admitted.remaining()):
-                    return await self.client.request("POST", path, body)
+                    raw = await self.client.request("POST", path, body)
             except TimeoutError:
                 raise _overtime(admitted) from None
+        with contextlib.suppress(orjson.JSONDecodeError):
+            _account(ctx.record, orjson.loads(raw))
+        return raw
 
     @asynccontextmanager
     async def stream(self, ctx: RequestContext, path: str, body: JsonDict) -> AsyncIterator[AsyncIterator[bytes]]:
         """A streamed engine call; yields raw NDJSON lines. Leaving the context cancels the generation."""
         await self._check(ctx, path, body)
         async with self.admission.admit(ctx, str(body["model"]), request_kind(body)) as admitted:
+            _started(ctx, admitted)
+            ctx.record.stream = True
             try:
                 async with asyncio.timeout(admitted.remaining()):
                     opened = self.client.stream(path, body)
@@ -76,9 +94,37 @@ class Gateway:
             except TimeoutError:
                 raise _overtime(admitted) from None
             try:
-                yield _within(lines, admitted)
+                yield _within(lines, admitted, ctx)
             finally:
                 await opened.__aexit__(None, None, None)
+
+    async def refresh_loaded(self) -> list[str]:
+        """Ask the engine which models it holds (bounded wait); remembered for the metrics and the health."""
+        try:
+            async with asyncio.timeout(2.0):
+                ps = await self.client.request_json("GET", "/api/ps")
+        except (SharedOllamaError, TimeoutError):
+            self.loaded_models = []
+        else:
+            models = ps.get("models") if isinstance(ps.get("models"), list) else []
+            self.loaded_models = sorted(str(m.get("name") or m.get("model")) for m in models if isinstance(m, dict))
+        return self.loaded_models
+
+    def live_state(self) -> LiveState:
+        sched = self.admission.scheduler
+        in_flight: dict[tuple[str, str], int] = {}
+        for (tenant, kind, _), count in [*sched.queued_by().items(), *sched.running_by().items()]:
+            in_flight[(tenant, kind)] = in_flight.get((tenant, kind), 0) + count
+        return LiveState(
+            queue_depth=sched.queued,
+            slots_total=sched.slots,
+            slots_in_use=sched.running,
+            in_flight=in_flight,
+            engine_up=self.supervisor.state == EngineState.RUNNING,
+            engine_restarts=self.supervisor.restarts,
+            loaded_models=self.loaded_models,
+            image_bytes_saved=0,
+        )
 
     async def get(self, path: str) -> bytes:
         return await self.client.request("GET", path)
@@ -93,9 +139,26 @@ def _overtime(admitted: Admitted) -> RequestTimeout:
     return RequestTimeout(f"the request did not finish within its {seconds:.3g} s deadline")
 
 
-async def _within(lines: AsyncIterator[bytes], admitted: Admitted) -> AsyncIterator[bytes]:
-    """The engine's lines until the request's deadline; past it, a ``request_timeout`` ends the stream."""
+def _started(ctx: RequestContext, admitted: Admitted) -> None:
+    ctx.record.engine = True
+    ctx.record.queue_wait = admitted.ticket.waited
+
+
+def _account(record: RequestRecord, final: object) -> None:
+    """Token counts and the engine's timings from a final answer (chat, generate or embed)."""
+    if not isinstance(final, dict):
+        return
+    record.prompt_tokens = int(final.get("prompt_eval_count") or 0)
+    record.completion_tokens = int(final.get("eval_count") or 0)
+    record.eval_seconds = (final.get("eval_duration") or 0) / 1e9
+    record.load_seconds = (final.get("load_duration") or 0) / 1e9
+
+
+async def _within(lines: AsyncIterator[bytes], admitted: Admitted, ctx: RequestContext) -> AsyncIterator[bytes]:
+    """The engine's lines until the request's deadline (past it, ``request_timeout`` ends the stream);
+    the first line's time and the final line's counts go into the request's record."""
     iterator = aiter(lines)
+    first = True
     while True:
         try:
             async with asyncio.timeout(admitted.remaining()):
@@ -104,4 +167,10 @@ async def _within(lines: AsyncIterator[bytes], admitted: Admitted) -> AsyncItera
             return
         except TimeoutError:
             raise _overtime(admitted) from None
+        if first:
+            ctx.record.ttft = time.perf_counter() - ctx.started
+            first = False
+        if b'"done":true' in line:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                _account(ctx.record, orjson.loads(line))
         yield line
