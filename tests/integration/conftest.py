@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -84,3 +85,38 @@ def serve_gateway(fake_engine: tuple[str, FakeEngine], tmp_path: Path) -> Iterat
     yield start
     for served in started:
         served.__exit__()
+
+
+class Engine:
+    def __init__(self, url: str, engine: FakeEngine) -> None:
+        self.url = url
+        self.engine = engine
+
+    async def open(self, gate: str) -> None:
+        async with httpx.AsyncClient() as client:
+            await client.post(f"{self.url}/_fake/open", json={"gate": gate})
+
+    def waiting(self, gate: str) -> int:
+        return self.engine.waiting.get(gate, 0)
+
+    async def waiting_at_least(self, gate: str, count: int) -> None:
+        async def check() -> bool:
+            return self.waiting(gate) >= count
+
+        await until(check, f"{count} requests at gate {gate}")
+
+
+@pytest.fixture
+def engine(fake_engine: tuple[str, FakeEngine]) -> Engine:
+    """The scripted engine, with its gates (see tests/support/fake_engine.py)."""
+    return Engine(*fake_engine)
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, limit: float = 10.0) -> None:
+    """Poll ``check`` until it holds (bounded): readiness polling, not a timed assertion."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}")
+        await asyncio.sleep(0.01)

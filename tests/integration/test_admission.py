@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.conftest import ServedGateway
-from tests.support.fake_engine import FakeEngine
+from tests.integration.conftest import Engine, ServedGateway, until
 
 Start = Callable[..., ServedGateway]
 JsonDict = dict[str, Any]
@@ -35,16 +34,6 @@ def project(name: str) -> dict[str, str]:
     return {"X-Shared-Ollama-Project": name}
 
 
-async def until(check: Callable[[], Awaitable[bool]], what: str, limit: float = 10.0) -> None:
-    """Poll ``check`` until it holds (bounded): readiness polling, not a timed assertion."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 async def http() -> AsyncIterator[Callable[[ServedGateway], httpx.AsyncClient]]:
     clients: list[httpx.AsyncClient] = []
@@ -57,30 +46,6 @@ async def http() -> AsyncIterator[Callable[[ServedGateway], httpx.AsyncClient]]:
     yield make
     for client in clients:
         await client.aclose()
-
-
-class Engine:
-    def __init__(self, url: str, engine: FakeEngine) -> None:
-        self.url = url
-        self.engine = engine
-
-    async def open(self, gate: str) -> None:
-        async with httpx.AsyncClient() as client:
-            await client.post(f"{self.url}/_fake/open", json={"gate": gate})
-
-    def waiting(self, gate: str) -> int:
-        return self.engine.waiting.get(gate, 0)
-
-    async def waiting_at_least(self, gate: str, count: int) -> None:
-        async def check() -> bool:
-            return self.waiting(gate) >= count
-
-        await until(check, f"{count} requests at gate {gate}")
-
-
-@pytest.fixture
-def engine(fake_engine: tuple[str, FakeEngine]) -> Engine:
-    return Engine(*fake_engine)
 
 
 def gate_name() -> str:

@@ -96,17 +96,27 @@ async def _wait_for_disconnect(request: Request) -> None:
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run ``work``; if the client disconnects first, cancel it (freeing its engine slot) and stop."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    """Run ``work`` in this task; if the client disconnects first, cancel it (its ``finally`` blocks give the
+    queue place and the engine slot back before this returns) and raise ``ClientDisconnected``."""
+    current = asyncio.current_task()
+    assert current is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await _wait_for_disconnect(request)
+        gone = True
+        current.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if gone and current.uncancel() == 0:
+            raise ClientDisconnected from None
+        raise
     finally:
         watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    raise ClientDisconnected
 
 
 def _frame_error(exc: BaseException) -> SharedOllamaError:

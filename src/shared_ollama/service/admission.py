@@ -12,6 +12,7 @@ Whatever happens (completion, error, timeout, cancellation) the place and the sl
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections import Counter
@@ -52,6 +53,8 @@ class Admission:
         self.counter = counter
         self.rejections: Counter[str] = Counter()
         self._clock = clock
+        self._prefix = uuid.uuid4().hex[:12]  # places are unique across replicas sharing Redis
+        self._next = itertools.count(1).__next__
 
     def record_rejection(self, code: str) -> None:
         self.rejections[code] += 1
@@ -61,7 +64,7 @@ class Admission:
         tenant = ctx.tenant
         cap = tenant.limits.cap(kind)
         key = f"{tenant.name}:{kind}"
-        member = uuid.uuid4().hex
+        member = f"{self._prefix}-{self._next()}"
         arrived = self._clock()
         ctx.headers[TENANT_HEADER] = tenant.name
         ctx.headers[LIMIT_HEADER] = str(cap)
