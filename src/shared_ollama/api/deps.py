@@ -28,6 +28,9 @@ def tenant_of(request: Request) -> Tenant:
     if tenant is None:
         tenant = gateway_of(request).tenants.authenticate(request.headers)
         request.state.tenant = tenant
+        record = getattr(request.state, "record", None)
+        if record is not None:
+            record.tenant = tenant.name
     return tenant
 
 

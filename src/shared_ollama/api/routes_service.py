@@ -40,7 +40,7 @@ async def health(request: Request) -> Response:
     body = {
         "status": "healthy" if healthy else "degraded",
         "ollama_status": engine["state"],
-        "engine": {**engine, "loaded_models": loaded},
+        "engine": {**engine, "loaded_models": loaded, "models": gateway.loaded if healthy else []},
         "queue": {"depth": live.queue_depth, "slots_total": live.slots_total, "slots_in_use": live.slots_in_use},
         "service_version": __version__,
         "uptime_seconds": round(time.time() - request.app.state.started_at, 3),

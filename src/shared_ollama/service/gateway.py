@@ -48,6 +48,8 @@ class Gateway:
         self.tenants = tenants
         self.admission = admission
         self.loaded_models: list[str] = []
+        self.loaded: list[JsonDict] = []
+        """The engine's loaded models as ``/api/ps`` last described them (name, size, size_vram, expires_at)."""
 
     def resolve_model(self, body: JsonDict, *, default: str | None = None) -> JsonDict:
         """Fill in the model: the adapter's default when the surface has one, else a clear 400."""
@@ -104,10 +106,15 @@ class Gateway:
             async with asyncio.timeout(2.0):
                 ps = await self.client.request_json("GET", "/api/ps")
         except (SharedOllamaError, TimeoutError):
-            self.loaded_models = []
+            self.loaded = []
         else:
             models = ps.get("models") if isinstance(ps.get("models"), list) else []
-            self.loaded_models = sorted(str(m.get("name") or m.get("model")) for m in models if isinstance(m, dict))
+            self.loaded = [
+                {k: m.get(k) for k in ("name", "size", "size_vram", "expires_at")}
+                for m in models
+                if isinstance(m, dict) and m.get("name")
+            ]
+        self.loaded_models = sorted(str(m["name"]) for m in self.loaded)
         return self.loaded_models
 
     def live_state(self) -> LiveState:
