@@ -10,7 +10,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from shared_ollama import __version__
-from shared_ollama.api import routes_manage, routes_observe, routes_ollama, routes_openai, routes_service
+from shared_ollama.api import (
+    routes_manage,
+    routes_observe,
+    routes_ollama,
+    routes_openai,
+    routes_service,
+    routes_vision,
+)
 from shared_ollama.api.errors import install_error_handlers
 from shared_ollama.api.middleware import RequestIdMiddleware
 from shared_ollama.backends.client import EngineClient
@@ -18,10 +25,12 @@ from shared_ollama.backends.supervisor import EngineSupervisor
 from shared_ollama.service.admission import Admission
 from shared_ollama.service.analytics import AnalyticsStore
 from shared_ollama.service.gateway import Gateway
+from shared_ollama.service.images import ImageProcessor
 from shared_ollama.service.inflight import InflightCounter, LocalInflight
 from shared_ollama.service.scheduler import Scheduler
 from shared_ollama.service.telemetry import Telemetry
 from shared_ollama.service.tenants import Tenants
+from shared_ollama.service.vision import Vision
 from shared_ollama.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,7 +72,9 @@ def create_app(settings: Settings) -> FastAPI:
             model_aging=settings.model_aging_seconds,
             batch_aging=settings.batch_aging_seconds,
         )
-        gateway = Gateway(settings, client, supervisor, tenants, Admission(scheduler, counter))
+        images = ImageProcessor(settings)
+        vision = Vision(client, images)
+        gateway = Gateway(settings, client, supervisor, tenants, Admission(scheduler, counter), vision)
         analytics = AnalyticsStore(
             settings.data_dir / "analytics.sqlite3", retention_days=settings.analytics_retention_days
         )
@@ -79,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
             await supervisor.stop()
             await counter.close()
             await analytics.close()
+            images.close(wait=False)
 
     app = FastAPI(
         title="Shared Ollama Service",
@@ -91,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(routes_service.router)
+    app.include_router(routes_vision.router)
     app.include_router(routes_manage.router)
     app.include_router(routes_observe.router)
     app.include_router(routes_ollama.router)

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     # --- models
     default_model: str = "smollm2:135m"
     default_embedding_model: str = "all-minilm"
+    default_vision_model: str | None = None
+    """Used by ``/api/v1/vlm`` when a request names no model (no offline default can see)."""
 
     # --- tenants and auth
     tenants_file: Path | None = None
@@ -83,6 +85,9 @@ class Settings(BaseSettings):
     queue_timeout_text: float = Field(default=120.0, gt=0)
     queue_timeout_vision: float = Field(default=150.0, gt=0)
     max_body_bytes: int = Field(default=1_572_864, ge=1024)
+    max_vision_body_bytes: int = Field(default=25_165_824, ge=1024)
+    """Body limit of the vision endpoints (``/api/v1/vlm``, ``/vlm/openai``, ``/batch/vlm``): camera photos
+    are several MiB before the image pipeline shrinks them."""
     max_prompt_tokens: int = Field(default=4096, ge=1)
     model_aging_seconds: float = Field(default=15.0, ge=0)
     """How long a request for a model that is not loaded may be passed over for requests that are."""

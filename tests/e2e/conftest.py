@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from shared_ollama.engine.store import ModelStore
+from shared_ollama.engine.tiny_vision import TINY_VISION_NAME, install_tiny_vision
 from shared_ollama.settings import Settings
 from tests.support.processes import free_port, spawn, stop, wait_http_ok
 
@@ -69,3 +71,17 @@ def gateway_url(model_store: Path, artifacts_dir: Path, tmp_path_factory: pytest
         yield url
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def vision_store(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store of its own (the shared one is left as other tests expect it): SmolLM2, linked, plus the tiny model."""
+    source = ModelStore(model_store)
+    text = source.get("smollm2:135m")
+    assert text is not None, f"smollm2:135m is missing from {model_store}"
+    store = ModelStore(tmp_path_factory.mktemp("vision-store"))
+    store.blobs.mkdir(parents=True)
+    store.blob_path(text.digest).symlink_to(source.blob_path(text.digest).resolve())
+    store.put(text)
+    install_tiny_vision(store, "smollm2:135m", TINY_VISION_NAME)
+    return store.root

@@ -149,10 +149,11 @@ async def test_service_embeddings_accept_prompt_and_input(gateway: httpx.AsyncCl
 async def test_remote_image_urls_are_refused(gateway: httpx.AsyncClient) -> None:
     content = [{"type": "image_url", "image_url": {"url": "http://169.254.169.254/x.png"}}]
     resp = await gateway.post(
-        "/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": content}]}
+        "/v1/chat/completions", json={"model": "fake-vision", "messages": [{"role": "user", "content": content}]}
     )
     assert resp.status_code == 400
-    assert "remote image URLs" in resp.json()["error"]["message"]
+    assert resp.json()["error"]["code"] == "invalid_image"
+    assert "remote image URLs are disabled" in resp.json()["error"]["message"]
 
 
 async def test_swagger_ui_and_openapi(gateway: httpx.AsyncClient) -> None:

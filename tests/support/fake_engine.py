@@ -6,6 +6,7 @@ request by the model name:
 - ``fault-500`` / ``fault-503`` / ``fault-404``: answer with that status and an Ollama error body;
 - ``crash-midstream``: stream a few chunks, then drop the connection without a final chunk;
 - ``error-midstream``: stream a few chunks, then one ``{"error": ...}`` line, as Ollama does;
+- a name containing ``vision``: ``/api/show`` lists the ``vision`` capability (others only ``completion``);
 - anything else: a normal answer of ``--tokens`` tokens, after ``--latency-ms``, ``--token-ms`` apart
   (``options.num_predict`` and ``options.fake_token_ms`` override the count and pacing per request).
 
@@ -107,7 +108,8 @@ class FakeEngine:
             finally:
                 self.in_flight -= 1
         elif path == "/api/show":
-            await _json(send, 200, {"modelfile": "", "details": {"family": "fake"}, "capabilities": ["completion"]})
+            capabilities = ["completion", "vision"] if "vision" in model else ["completion"]
+            await _json(send, 200, {"modelfile": "", "details": {"family": "fake"}, "capabilities": capabilities})
         else:
             await _not_found(send)
 

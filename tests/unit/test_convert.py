@@ -64,11 +64,13 @@ def test_content_parts_and_images() -> None:
     assert native["messages"][1] == {"role": "user", "content": "what is\nthis?", "images": [png]}
 
 
-def test_remote_and_non_base64_images_are_refused() -> None:
-    for url in ("https://example.com/a.png", "data:image/png,rawbytes"):
-        msg = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}
-        with pytest.raises(InvalidRequest):
-            convert.chat_request_to_native(chat(messages=[msg]))
+def test_non_base64_data_urls_are_refused_and_remote_urls_left_to_the_image_pipeline() -> None:
+    msg = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png,rawbytes"}}]}
+    with pytest.raises(InvalidRequest):
+        convert.chat_request_to_native(chat(messages=[msg]))
+    remote = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}
+    native = convert.chat_request_to_native(chat(messages=[remote]))
+    assert native["messages"][0]["images"] == ["https://example.com/a.png"]
 
 
 def test_tool_calls_round_trip() -> None:

@@ -39,7 +39,7 @@ def request_id_of(request: Request) -> str:
 
 
 def is_openai_path(path: str) -> bool:
-    return path.startswith("/v1/") or path == "/v1" or path == "/api/v1/chat/completions"
+    return path.startswith("/v1/") or path in ("/v1", "/api/v1/chat/completions", "/api/v1/vlm/openai")
 
 
 def native_error_body(exc: SharedOllamaError, request_id: str) -> dict[str, Any]:

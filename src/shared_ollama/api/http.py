@@ -50,11 +50,11 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(request: Request) -> JsonDict:
+async def read_json(request: Request, *, limit: int | None = None) -> JsonDict:
     """The authenticated caller's JSON object body (auth is checked before a byte of the body is read)."""
     gateway = gateway_of(request)
     tenant_of(request)
-    body = await read_body(request, gateway.settings.max_body_bytes)
+    body = await read_body(request, limit or gateway.settings.max_body_bytes)
     if not body:
         raise InvalidRequest("request body is empty; send a JSON object")
     try:
@@ -79,8 +79,8 @@ def validate(model: type[M], data: JsonDict) -> M:
         raise InvalidRequest(str(exc)) from exc
 
 
-async def parse(request: Request, model: type[M]) -> M:
-    return validate(model, await read_json(request))
+async def parse(request: Request, model: type[M], *, limit: int | None = None) -> M:
+    return validate(model, await read_json(request, limit=limit))
 
 
 def json_response(body: bytes | JsonDict, status: int = 200) -> Response:

@@ -15,6 +15,7 @@ from shared_ollama.api.openapi import body
 from shared_ollama.errors import ModelNotFound
 from shared_ollama.protocol import convert
 from shared_ollama.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from shared_ollama.service.vision import Compression
 
 router = APIRouter(tags=["openai"])
 SURFACE = "openai"
@@ -22,7 +23,13 @@ SURFACE = "openai"
 
 async def chat_completions(request: Request) -> Response:
     """Shared by ``/v1/chat/completions`` and the service API's ``/api/v1/chat/completions``."""
-    req = await parse(request, ChatCompletionRequest)
+    return await run_chat_completion(request, await parse(request, ChatCompletionRequest))
+
+
+async def run_chat_completion(
+    request: Request, req: ChatCompletionRequest, compression: Compression | None = None
+) -> Response:
+    """One chat completion through the pipeline (``compression``: the request's own image settings)."""
     gateway = gateway_of(request)
     ctx = context_of(request, SURFACE)
     body = convert.chat_request_to_native(req)
@@ -42,9 +49,10 @@ async def chat_completions(request: Request) -> Response:
             first[0] = False
             return chunks
 
-        stack, lines = await start_stream(request, gateway.stream(ctx, "/api/chat", body))
+        opened = gateway.stream(ctx, "/api/chat", body, compression=compression)
+        stack, lines = await start_stream(request, opened)
         return sse_response(request, stack, lines, to_chunks)
-    raw = await until_disconnect(request, gateway.call(ctx, "/api/chat", body))
+    raw = await until_disconnect(request, gateway.call(ctx, "/api/chat", body, compression=compression))
     native = orjson.loads(raw)
     return json_response(convert.chat_response_from_native(native, request_id=ctx.request_id, created=created))
 

@@ -146,6 +146,16 @@ def sampling(options: JsonDict, fmt: str | JsonDict | None) -> JsonDict:
     return out
 
 
+_IMAGE_TYPES = (("iVBORw0KGgo", "png"), ("/9j/", "jpeg"), ("R0lGOD", "gif"), ("UklGR", "webp"), ("Qk", "bmp"))
+"""Base64 prefixes of the image formats' magic bytes (llama.cpp decodes the bytes; the type is informative)."""
+
+
+def _data_url(image: str) -> str:
+    """An Ollama image (bare base64) as the data URL llama.cpp's chat handler expects in an ``image_url`` part."""
+    kind = next((k for prefix, k in _IMAGE_TYPES if image.startswith(prefix)), "jpeg")
+    return f"data:image/{kind};base64,{image}"
+
+
 def _message(msg: JsonDict, entry: ModelEntry) -> JsonDict:
     role = str(msg.get("role", ""))
     if role not in ("system", "user", "assistant", "tool"):
@@ -155,7 +165,7 @@ def _message(msg: JsonDict, entry: ModelEntry) -> JsonDict:
     out: JsonDict = {"role": role, "content": msg.get("content") or ""}
     if msg.get("images"):
         parts: list[JsonDict] = [{"type": "text", "text": out["content"]}]
-        parts += [{"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{img}"}} for img in msg["images"]]
+        parts += [{"type": "image_url", "image_url": {"url": _data_url(img)}} for img in msg["images"]]
         out["content"] = parts
     if msg.get("tool_calls"):
         out["tool_calls"] = [

@@ -51,14 +51,13 @@ def _options(req: _Sampling, max_tokens: int | None) -> JsonDict:
 
 
 def image_from_url(url: str) -> str:
-    """An image part's URL as the base64 payload the native format carries."""
+    """An image part's URL as the native format carries it: a data URL's base64 payload; an http(s) URL as it
+    is (the image pipeline fetches it when remote images are enabled, and refuses it otherwise)."""
     if url.startswith("data:"):
         header, sep, payload = url.partition(",")
         if not sep or ";base64" not in header:
             raise InvalidRequest("image data URLs must be base64-encoded (data:<type>;base64,<data>)")
         return payload
-    if url.startswith(("http://", "https://")):
-        raise InvalidRequest("remote image URLs are not fetched; send the image inline as a base64 data URL")
     return url
 
 

@@ -142,3 +142,37 @@ class ServiceEmbeddingsRequest(_Wire):
         if self.prompt is not None:
             return self.prompt
         raise ValueError("either 'input' or 'prompt' is required")
+
+
+class ImageCompression(BaseModel):
+    """A vision request's own image settings; unset fields use the service's."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    max_side: int | None = Field(default=None, ge=64, le=8192)
+    jpeg_quality: int | None = Field(default=None, ge=30, le=100)
+
+
+class VisionRequest(ChatRequest):
+    """``/api/v1/vlm``: a chat whose top-level ``images`` attach to the last user message."""
+
+    images: list[str] | None = None
+    image_compression: ImageCompression | None = None
+
+    def to_engine(self) -> JsonDict:
+        body = self.model_dump(exclude_none=True, by_alias=True, exclude={"images", "image_compression"})
+        if self.images:
+            users = [m for m in body["messages"] if m.get("role") == "user"]
+            if not users:
+                raise ValueError("images need a user message to attach to")
+            users[-1]["images"] = [*users[-1].get("images", []), *self.images]
+        return body
+
+
+class BatchRequest(BaseModel):
+    """``/api/v1/batch/chat`` and ``/api/v1/batch/vlm``: items are validated one by one, so one bad item
+    becomes one error in its place instead of failing the batch."""
+
+    model_config = ConfigDict(extra="forbid")
+    requests: list[JsonDict] = Field(min_length=1)
+    concurrency: int | None = Field(default=None, ge=1, le=64)

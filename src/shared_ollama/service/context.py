@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from shared_ollama.service.image_codec import ImageReport
 from shared_ollama.service.records import RequestRecord
 from shared_ollama.service.scheduler import Priority
 from shared_ollama.service.tenants import Tenant
@@ -23,5 +24,7 @@ class RequestContext:
         default_factory=lambda: RequestRecord(ts=time.time(), request_id="", surface="", route="")
     )
     """The request's accounting record; the pipeline fills in tenant, model, wait, tokens and timings."""
+    images: list[ImageReport] = field(default_factory=list)
+    """What the image pipeline did to this request's images."""
     started: float = field(default_factory=time.perf_counter)
     """``time.perf_counter()`` at arrival (time to first token is measured from it)."""

@@ -26,6 +26,7 @@ from shared_ollama.service.metrics import LiveState
 from shared_ollama.service.prompts import check_prompt_size, request_kind
 from shared_ollama.service.records import RequestRecord
 from shared_ollama.service.tenants import Tenants
+from shared_ollama.service.vision import IMAGES_HEADER, Compression, Vision, summary
 from shared_ollama.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,14 @@ class Gateway:
         supervisor: EngineSupervisor,
         tenants: Tenants,
         admission: Admission,
+        vision: Vision,
     ) -> None:
         self.settings = settings
         self.client = client
         self.supervisor = supervisor
         self.tenants = tenants
         self.admission = admission
+        self.vision = vision
         self.loaded_models: list[str] = []
         self.loaded: list[JsonDict] = []
         """The engine's loaded models as ``/api/ps`` last described them (name, size, size_vram, expires_at)."""
@@ -59,18 +62,27 @@ class Gateway:
             body["model"] = default
         return body
 
-    async def _check(self, ctx: RequestContext, path: str, body: JsonDict) -> None:
-        """What can be refused before admission: a full queue (free to check), then the prompt's size."""
+    async def _check(
+        self, ctx: RequestContext, path: str, body: JsonDict, compression: Compression | None = None
+    ) -> None:
+        """What can be refused before admission: a full queue (free to check), the prompt's size, then the
+        images (checked and compressed here, in the gateway's own workers, before taking an engine slot)."""
         ctx.record.model = str(body["model"])
         if self.settings.log_prompts:
             log.debug("prompt of %s: %s", ctx.request_id, orjson.dumps(body.get("messages") or body.get("prompt")))
         self.admission.scheduler.check_room()
         if path in _PROMPTED:
             await check_prompt_size(self.client, body, ctx.tenant.limits.max_prompt_tokens)
+            reports = await self.vision.prepare(body, compression)
+            if reports:
+                ctx.images.extend(reports)
+                ctx.headers[IMAGES_HEADER] = summary(reports)
 
-    async def call(self, ctx: RequestContext, path: str, body: JsonDict) -> bytes:
+    async def call(
+        self, ctx: RequestContext, path: str, body: JsonDict, *, compression: Compression | None = None
+    ) -> bytes:
         """A non-streamed engine call (chat, generate, embed ...): the engine's raw JSON body."""
-        await self._check(ctx, path, body)
+        await self._check(ctx, path, body, compression)
         async with self.admission.admit(ctx, str(body["model"]), request_kind(body)) as admitted:
             _started(ctx, admitted)
             try:
@@ -83,9 +95,11 @@ class Gateway:
         return raw
 
     @asynccontextmanager
-    async def stream(self, ctx: RequestContext, path: str, body: JsonDict) -> AsyncIterator[AsyncIterator[bytes]]:
+    async def stream(
+        self, ctx: RequestContext, path: str, body: JsonDict, *, compression: Compression | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
         """A streamed engine call; yields raw NDJSON lines. Leaving the context cancels the generation."""
-        await self._check(ctx, path, body)
+        await self._check(ctx, path, body, compression)
         async with self.admission.admit(ctx, str(body["model"]), request_kind(body)) as admitted:
             _started(ctx, admitted)
             ctx.record.stream = True
@@ -130,7 +144,7 @@ class Gateway:
             engine_up=self.supervisor.state == EngineState.RUNNING,
             engine_restarts=self.supervisor.restarts,
             loaded_models=self.loaded_models,
-            image_bytes_saved=0,
+            image_bytes_saved=self.vision.images.totals.bytes_saved,
         )
 
     async def get(self, path: str) -> bytes:

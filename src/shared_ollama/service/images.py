@@ -132,8 +132,19 @@ class ImageProcessor:
         self._executor.shutdown(wait=wait, cancel_futures=True)
         self._cache.clear()
 
-    async def prepare(self, images: Sequence[str]) -> tuple[list[str], list[ImageReport]]:
-        """Plain base64 strings for the engine, in the same order, and one report per image."""
+    async def prepare(
+        self, images: Sequence[str], *, max_side: int | None = None, jpeg_quality: int | None = None
+    ) -> tuple[list[str], list[ImageReport]]:
+        """Plain base64 strings for the engine, in the same order, and one report per image.
+
+        ``max_side`` and ``jpeg_quality`` override the service's settings for this request."""
+        limits = self._limits
+        if max_side is not None or jpeg_quality is not None:
+            limits = replace(
+                limits,
+                max_side=max_side if max_side is not None else limits.max_side,
+                jpeg_quality=jpeg_quality if jpeg_quality is not None else limits.jpeg_quality,
+            )
         if isinstance(images, str | bytes):
             raise InvalidImage("images must be a list of strings (base64 or data URLs), not a single string")
         count, limit = len(images), self._settings.image_max_count
@@ -144,7 +155,7 @@ class ImageProcessor:
             return [], []
         try:
             blobs = await self._decode_all(images)
-            outcomes = await asyncio.gather(*(self._one(data) for data in blobs), return_exceptions=True)
+            outcomes = await asyncio.gather(*(self._one(data, limits) for data in blobs), return_exceptions=True)
         except InvalidImage:
             self._count(refused=1)
             raise
@@ -227,8 +238,11 @@ class ImageProcessor:
 
     # --- processing, cache, sharing
 
-    async def _one(self, data: bytes) -> _Result:
-        key = hashlib.sha256(data).digest()
+    async def _one(self, data: bytes, limits: CodecLimits) -> _Result:
+        digest = hashlib.sha256(data)
+        if limits != self._limits:  # the same image under other limits is another result
+            digest.update(repr(limits).encode())
+        key = digest.digest()
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
@@ -237,7 +251,7 @@ class ImageProcessor:
         if future is not None:
             result = await asyncio.shield(future)
             return _Result(result.b64, replace(result.report, cached=True))
-        future = asyncio.get_running_loop().run_in_executor(self._executor, _work, data, self._limits)
+        future = asyncio.get_running_loop().run_in_executor(self._executor, _work, data, limits)
         self._inflight[key] = future
         future.add_done_callback(lambda done: self._finished(key, done))
         return await asyncio.shield(future)
