@@ -61,16 +61,18 @@ def test_content_parts_and_images() -> None:
     }
     native = convert.chat_request_to_native(chat(messages=[{"role": "developer", "content": "be brief"}, msg]))
     assert native["messages"][0] == {"role": "system", "content": "be brief"}
-    assert native["messages"][1] == {"role": "user", "content": "what is\nthis?", "images": [png]}
+    assert native["messages"][1] == {
+        "role": "user",
+        "content": "what is\nthis?",
+        "images": [f"data:image/png;base64,{png}"],
+    }
 
 
-def test_non_base64_data_urls_are_refused_and_remote_urls_left_to_the_image_pipeline() -> None:
-    msg = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png,rawbytes"}}]}
-    with pytest.raises(InvalidRequest):
-        convert.chat_request_to_native(chat(messages=[msg]))
-    remote = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}
-    native = convert.chat_request_to_native(chat(messages=[remote]))
-    assert native["messages"][0]["images"] == ["https://example.com/a.png"]
+def test_image_urls_are_left_to_the_image_pipeline() -> None:
+    for url in ("data:image/png,rawbytes", "data:image/png;BASE64,AAAA", "https://example.com/a.png"):
+        msg = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}
+        native = convert.chat_request_to_native(chat(messages=[msg]))
+        assert native["messages"][0]["images"] == [url]
 
 
 def test_tool_calls_round_trip() -> None:

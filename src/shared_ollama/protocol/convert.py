@@ -51,13 +51,9 @@ def _options(req: _Sampling, max_tokens: int | None) -> JsonDict:
 
 
 def image_from_url(url: str) -> str:
-    """An image part's URL as the native format carries it: a data URL's base64 payload; an http(s) URL as it
-    is (the image pipeline fetches it when remote images are enabled, and refuses it otherwise)."""
-    if url.startswith("data:"):
-        header, sep, payload = url.partition(",")
-        if not sep or ";base64" not in header:
-            raise InvalidRequest("image data URLs must be base64-encoded (data:<type>;base64,<data>)")
-        return payload
+    """An image part's URL as the native format carries it. Data URLs and http(s) URLs are passed on as they
+    are: the image pipeline decodes the former and fetches (or refuses) the latter, with the same checks and
+    error codes as on the native surfaces."""
     return url
 
 

@@ -69,11 +69,7 @@ class Admission:
         ctx.headers[TENANT_HEADER] = tenant.name
         ctx.headers[LIMIT_HEADER] = str(cap)
         if not await self.counter.acquire(key, member, cap):
-            ctx.headers[REMAINING_HEADER] = "0"
-            raise TenantBusy(
-                f"tenant '{tenant.name}' already has {cap} {kind} requests in flight (its cap); retry later",
-                retry_after=self.scheduler.service_times.median(default=1.0),
-            )
+            raise self._busy(ctx, kind, cap)
         try:
             ctx.headers[REMAINING_HEADER] = str(max(0, cap - await self.counter.count(key)))
             ticket = Ticket(tenant=tenant.name, model=model, priority=ctx.priority, kind=kind)
@@ -86,6 +82,22 @@ class Admission:
                 self.scheduler.release(ticket)
         finally:
             await self.counter.release(key, member)
+
+    async def precheck(self, ctx: RequestContext, kind: str) -> None:
+        """Refuse early a request whose tenant is already at its cap (before costly work such as decoding
+        images); ``admit`` still decides for real."""
+        cap = ctx.tenant.limits.cap(kind)
+        if await self.counter.count(f"{ctx.tenant.name}:{kind}") >= cap:
+            raise self._busy(ctx, kind, cap)
+
+    def _busy(self, ctx: RequestContext, kind: str, cap: int) -> TenantBusy:
+        ctx.headers[TENANT_HEADER] = ctx.tenant.name
+        ctx.headers[LIMIT_HEADER] = str(cap)
+        ctx.headers[REMAINING_HEADER] = "0"
+        return TenantBusy(
+            f"tenant '{ctx.tenant.name}' already has {cap} {kind} requests in flight (its cap); retry later",
+            retry_after=self.scheduler.service_times.median(default=1.0),
+        )
 
     async def in_flight(self, tenant: str, kind: str) -> int:
         return await self.counter.count(f"{tenant}:{kind}")

@@ -73,6 +73,8 @@ class Gateway:
         self.admission.scheduler.check_room()
         if path in _PROMPTED:
             await check_prompt_size(self.client, body, ctx.tenant.limits.max_prompt_tokens)
+            if request_kind(body) == "vision":
+                await self.admission.precheck(ctx, "vision")
             reports = await self.vision.prepare(body, compression)
             if reports:
                 ctx.images.extend(reports)

@@ -81,7 +81,7 @@ class Vision:
             processed, reports = await self.images.prepare(
                 flat, max_side=options.max_side, jpeg_quality=options.jpeg_quality
             )
-        else:  # checked and normalised to base64, never resized or re-encoded
+        else:  # checked, oriented and normalised, never downscaled (formats llama.cpp cannot read re-encoded)
             processed, reports = await self.images.prepare(flat, max_side=1 << 20, jpeg_quality=95)
         start = 0
         for holder in holders:
