@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,10 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if overrides:
         settings = settings.model_copy(update=overrides)
     configure_logging(settings.log_level, settings.data_dir / "logs" if settings.log_file else None)
+    # A request allocates a few hundred short-lived objects; at the default threshold (700) the young
+    # generation is collected several times per request under load. Requests free what they allocate, so
+    # collecting rarely loses nothing and gives back ~8 % of the gateway's CPU (bench/run.py).
+    gc.set_threshold(10_000, 20, 20)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
