@@ -105,6 +105,9 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         openapi_url="/api/openapi.json",
         lifespan=lifespan,
+        # The service keeps its own metrics and logs; FastAPI's OpenTelemetry hooks would only cost a
+        # provider look-up per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     # The routes go straight into the app's router, busiest surfaces first: matching is a scan in order, and

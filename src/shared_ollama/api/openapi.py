@@ -1,10 +1,15 @@
-"""Request-body schemas for Swagger: adapters parse bodies themselves (fast path), so they declare them here."""
+"""Routes whose endpoints parse bodies themselves (the fast path), and the body schemas they declare for Swagger."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+from fastapi import Request
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.responses import Response
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
@@ -23,3 +28,18 @@ def body(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema()
     defs = schema.pop("$defs", {})
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": _inline(schema, defs)}}}}
+
+
+class LeanRoute(APIRoute):
+    """A route whose endpoint takes the ``Request`` alone and returns a ``Response`` itself.
+
+    Such endpoints read and validate their bodies themselves, so FastAPI's per-request dependency solving and
+    response serialisation would be pure overhead: the endpoint becomes the handler. The route still appears
+    in the OpenAPI document. Endpoints with other parameters (path or query) keep FastAPI's handling.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        if list(inspect.signature(self.endpoint).parameters) == ["request"]:
+            endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
+            return endpoint
+        return super().get_route_handler()

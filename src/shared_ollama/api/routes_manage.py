@@ -8,8 +8,9 @@ from starlette.responses import Response
 
 from shared_ollama.api.deps import gateway_of, tenant_of
 from shared_ollama.api.http import json_response
+from shared_ollama.api.openapi import LeanRoute
 
-router = APIRouter(prefix="/api/v1", tags=["operations"])
+router = APIRouter(prefix="/api/v1", tags=["operations"], route_class=LeanRoute)
 
 
 @router.get("/queue/stats", summary="Queue depth, in-flight per tenant and class, waits, rejections, slots")

@@ -9,11 +9,12 @@ from starlette.responses import HTMLResponse, Response
 
 from shared_ollama.api.deps import gateway_of, tenant_of
 from shared_ollama.api.http import json_response
+from shared_ollama.api.openapi import LeanRoute
 from shared_ollama.errors import Forbidden
 from shared_ollama.service.metrics import CONTENT_TYPE
 from shared_ollama.service.telemetry import Telemetry
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=LeanRoute)
 
 
 def telemetry_of(request: Request) -> Telemetry:

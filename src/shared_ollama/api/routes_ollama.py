@@ -13,7 +13,7 @@ from shared_ollama.api.http import (
     start_stream,
     until_disconnect,
 )
-from shared_ollama.api.openapi import body
+from shared_ollama.api.openapi import LeanRoute, body
 from shared_ollama.protocol.native import (
     ChatRequest,
     EmbedRequest,
@@ -22,7 +22,7 @@ from shared_ollama.protocol.native import (
     ShowRequest,
 )
 
-router = APIRouter(tags=["ollama"])
+router = APIRouter(tags=["ollama"], route_class=LeanRoute)
 SURFACE = "ollama"
 
 

@@ -11,13 +11,13 @@ from starlette.responses import Response
 
 from shared_ollama.api.deps import authorized, context_of, gateway_of
 from shared_ollama.api.http import json_response, parse, sse_response, start_stream, until_disconnect
-from shared_ollama.api.openapi import body
+from shared_ollama.api.openapi import LeanRoute, body
 from shared_ollama.errors import ModelNotFound
 from shared_ollama.protocol import convert
 from shared_ollama.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from shared_ollama.service.vision import Compression
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], route_class=LeanRoute)
 SURFACE = "openai"
 
 

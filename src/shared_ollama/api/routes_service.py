@@ -19,14 +19,14 @@ from shared_ollama.api.http import (
     until_disconnect,
     validate,
 )
-from shared_ollama.api.openapi import body
+from shared_ollama.api.openapi import LeanRoute, body
 from shared_ollama.api.routes_openai import chat_completions
 from shared_ollama.backends.supervisor import EngineState
 from shared_ollama.errors import InvalidRequest
 from shared_ollama.protocol.native import ChatRequest, GenerateRequest, ServiceEmbeddingsRequest
 from shared_ollama.protocol.openai import ChatCompletionRequest
 
-router = APIRouter(prefix="/api/v1", tags=["service"])
+router = APIRouter(prefix="/api/v1", tags=["service"], route_class=LeanRoute)
 SURFACE = "service"
 
 

@@ -19,6 +19,7 @@ from shared_ollama.api.http import (
     until_disconnect,
     validate,
 )
+from shared_ollama.api.openapi import LeanRoute
 from shared_ollama.api.openapi import body as schema
 from shared_ollama.api.routes_openai import run_chat_completion
 from shared_ollama.errors import InvalidRequest, SharedOllamaError
@@ -30,7 +31,7 @@ from shared_ollama.service.records import RequestRecord
 from shared_ollama.service.scheduler import Priority
 from shared_ollama.service.vision import Compression
 
-router = APIRouter(prefix="/api/v1", tags=["vision and batch"])
+router = APIRouter(prefix="/api/v1", tags=["vision and batch"], route_class=LeanRoute)
 SURFACE = "service"
 
 

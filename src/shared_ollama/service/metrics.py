@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -20,6 +21,7 @@ from shared_ollama.service.records import RequestRecord
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 150)
+_MAX_CACHED_LABEL_SETS = 10_000
 TPS_BUCKETS = (1, 5, 10, 20, 40, 60, 80, 100, 150, 200, 300, 500, 1000)
 
 
@@ -128,12 +130,22 @@ class Metrics:
             registry=target,
         )
         self.cache = Counter("shared_ollama_cache_requests", "Cache lookups by result", ["result"], registry=target)
+        self._children: dict[tuple[str, str, str, str, int, str], tuple[Any, Any]] = {}
 
     def observe(self, rec: RequestRecord) -> None:
         model = rec.model or "-"
         tenant = rec.tenant or "-"
-        self.requests.labels(rec.surface, rec.route, model, tenant, str(rec.status), rec.code).inc()
-        self.latency.labels(rec.surface, model).observe(rec.latency)
+        key = (rec.surface, rec.route, model, tenant, rec.status, rec.code)
+        children = self._children.get(key)
+        if children is None:  # label look-ups validate and lock: done once per label set, not per request
+            children = (
+                self.requests.labels(rec.surface, rec.route, model, tenant, str(rec.status), rec.code),
+                self.latency.labels(rec.surface, model),
+            )
+            if len(self._children) < _MAX_CACHED_LABEL_SETS:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(rec.latency)
         if rec.status >= 400 and not rec.engine:
             self.rejections.labels(rec.code, tenant).inc()
         if rec.engine:
