@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -13,6 +14,7 @@ from fastapi import FastAPI
 from shared_ollama import __version__
 from shared_ollama.api import (
     routes_manage,
+    routes_models,
     routes_observe,
     routes_ollama,
     routes_openai,
@@ -25,9 +27,12 @@ from shared_ollama.backends.client import EngineClient
 from shared_ollama.backends.supervisor import EngineSupervisor
 from shared_ollama.service.admission import Admission
 from shared_ollama.service.analytics import AnalyticsStore
+from shared_ollama.service.cache import CacheConfig, ResponseCache, make_store
+from shared_ollama.service.caching import Caching, engine_embedder
 from shared_ollama.service.gateway import Gateway
 from shared_ollama.service.images import ImageProcessor
 from shared_ollama.service.inflight import InflightCounter, LocalInflight
+from shared_ollama.service.lifecycle import choose_profile, memory_manager, preload
 from shared_ollama.service.scheduler import Scheduler
 from shared_ollama.service.telemetry import Telemetry
 from shared_ollama.service.tenants import Tenants
@@ -80,8 +85,32 @@ def create_app(settings: Settings) -> FastAPI:
             settings.data_dir / "analytics.sqlite3", retention_days=settings.analytics_retention_days
         )
         await analytics.start()
+        cache_config = CacheConfig(
+            enabled=settings.cache_enabled,
+            ttl_seconds=settings.cache_ttl_seconds,
+            max_entries=settings.cache_max_entries,
+            max_bytes=settings.cache_max_bytes,
+            scope=settings.cache_scope,
+            semantic_threshold=settings.cache_semantic_threshold,
+            semantic_max_messages=settings.cache_semantic_max_messages,
+            embed_timeout=settings.cache_embed_timeout,
+            redis_url=settings.redis_url,
+        )
+        cache = ResponseCache(
+            cache_config, make_store(cache_config), engine_embedder(client, settings.cache_embedding_model)
+        )
+        gateway.caching = Caching(cache, client)
         app.state.gateway = gateway
         app.state.telemetry = Telemetry(analytics, gateway.live_state)
+        plan = supervisor.plan
+        gateway.profile = await choose_profile(settings, gateway, can_pull=plan is not None and plan.kind != "embedded")
+        gateway.memory = memory_manager(settings, gateway)
+        gateway.memory.start()
+        warm_up = (
+            asyncio.create_task(preload(gateway, gateway.profile), name="preload")
+            if settings.preload_models and gateway.profile is not None
+            else None
+        )
         app.state.started_at = time.time()
         # Everything built so far lives as long as the process: keep the cyclic collector from re-scanning it
         # on every collection (a full pass over it costs milliseconds on the request path).
@@ -91,10 +120,14 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            if warm_up is not None:
+                warm_up.cancel()
+            await gateway.memory.close()
             await client.close()
             await supervisor.stop()
             await counter.close()
             await analytics.close()
+            await cache.close()
             images.close(wait=False)
 
     app = FastAPI(
@@ -112,7 +145,15 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     # The routes go straight into the app's router, busiest surfaces first: matching is a scan in order, and
     # included (nested) routers would add a matching pass per router to every request.
-    for module in (routes_ollama, routes_openai, routes_service, routes_vision, routes_manage, routes_observe):
+    for module in (
+        routes_ollama,
+        routes_openai,
+        routes_service,
+        routes_vision,
+        routes_models,
+        routes_manage,
+        routes_observe,
+    ):
         app.router.routes.extend(module.router.routes)
     app.add_middleware(RequestIdMiddleware)
     return app

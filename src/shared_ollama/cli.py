@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from shared_ollama.cli_models import add_service_commands
 from shared_ollama.settings import Settings
 
 
@@ -49,6 +50,10 @@ def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     from shared_ollama.engine.defaults import install_defaults
     from shared_ollama.engine.store import ModelStore
 
+    if args.models_cmd not in ("prepare", "list"):
+        from shared_ollama.cli_models import run_models
+
+        return run_models(args)
     if args.models_cmd == "prepare":
         for name in install_defaults(settings):
             print(f"ready: {name}")
@@ -81,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="the embedded engine's model store")
     models_sub = models.add_subparsers(dest="models_cmd", required=True)
     models_sub.add_parser("prepare", help="install the offline default models into the store")
-    models_sub.add_parser("list", help="list installed models")
+    models_sub.add_parser("list", help="list the embedded engine's store (no service needed)")
+    models.add_argument("--url", default="http://127.0.0.1:8000", help="the running service (for the other commands)")
+    add_service_commands(models_sub, sub)
     models.set_defaults(func=_cmd_models)
 
     config = sub.add_parser("config", help="configuration")

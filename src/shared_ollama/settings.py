@@ -68,6 +68,19 @@ class Settings(BaseSettings):
     default_vision_model: str | None = None
     """Used by ``/api/v1/vlm`` when a request names no model (no offline default can see)."""
 
+    # --- model lifecycle, memory, profiles
+    models_config: Path | None = None
+    """Hardware profiles, aliases and per-model settings (YAML); default ``config/models.yaml`` when present."""
+    profile: str | None = None
+    """Force a profile from the models config instead of choosing by hardware."""
+    preload_models: bool = False
+    """Load the active profile's ``preload`` models at start-up."""
+    memory_check_interval: float = Field(default=60.0, gt=0)
+    idle_unload_seconds: float = Field(default=300.0, gt=0)
+    """Unload a model the gateway has not used for this long (per-model overrides in the models config)."""
+    memory_high_percent: float = Field(default=85.0, gt=0, le=100)
+    """Unload least-recently-used models while system memory use is above this."""
+
     # --- tenants and auth
     tenants_file: Path | None = None
     """Tenants, keys and per-tenant limits (YAML); default ``config/tenants.yaml`` when it exists."""
@@ -113,6 +126,19 @@ class Settings(BaseSettings):
     # --- batches
     batch_max_items: int = Field(default=100, ge=1)
     batch_concurrency: int = Field(default=4, ge=1)
+
+    # --- response cache
+    cache_enabled: bool = True
+    cache_ttl_seconds: float = Field(default=3600.0, gt=0)
+    cache_max_entries: int = Field(default=10_000, ge=1)
+    cache_max_bytes: int = Field(default=256 * 2**20, ge=1024)
+    cache_scope: Literal["tenant", "shared"] = "tenant"
+    """``tenant``: a tenant's entries are invisible to the others; ``shared``: everyone shares answers."""
+    cache_semantic_threshold: float = Field(default=0.95, gt=0, le=1)
+    cache_semantic_max_messages: int = Field(default=8, ge=1)
+    cache_embed_timeout: float = Field(default=2.0, gt=0)
+    cache_embedding_model: str = "all-minilm"
+    """The embedding model of the semantic cache."""
 
     # --- shared state across gateway replicas
     redis_url: str | None = None

@@ -15,6 +15,7 @@ from shared_ollama.service.scheduler import Priority
 from shared_ollama.service.tenants import Tenant
 
 PRIORITY_HEADER = "x-shared-ollama-priority"
+CACHE_HEADER = "x-shared-ollama-cache"
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -62,4 +63,5 @@ def context_of(request: Request, surface: str, priority: Priority | None = None)
         headers=getattr(state, "response_headers", {}),
         record=record,
         started=getattr(state, "started", None) or time.perf_counter(),
+        cache_header=request.headers.get(CACHE_HEADER),
     )

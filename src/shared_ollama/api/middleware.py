@@ -36,6 +36,8 @@ _NOT_RECORDED = frozenset(
         "/api/v1/health",
         "/api/v1/metrics",
         "/api/v1/queue/stats",
+        "/api/v1/cache/stats",
+        "/api/v1/system/model-profile",
         "/api/v1/performance/stats",
         "/api/v1/analytics",
     }

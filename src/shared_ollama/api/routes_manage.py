@@ -1,8 +1,7 @@
-"""Operations on the shared service: queue state, and warming or unloading a model (admin when auth is on)."""
+"""Operations on the shared service: the queue's state."""
 
 from __future__ import annotations
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -25,20 +24,31 @@ async def queue_stats(request: Request) -> Response:
     return json_response(snapshot)
 
 
-async def _keep_alive(request: Request, name: str, keep_alive: str | int) -> Response:
-    tenant_of(request).require_admin("loading or unloading a model")
-    gateway = gateway_of(request)
-    show = orjson.loads(await gateway.inspect("/api/show", {"model": name}))
-    path = "/api/embed" if "embedding" in (show.get("capabilities") or []) else "/api/generate"
-    answer = orjson.loads(await gateway.inspect(path, {"model": name, "keep_alive": keep_alive, "stream": False}))
-    return json_response({"model": name, "status": "loaded" if keep_alive else "unloaded", "engine": answer})
+@router.get("/cache/stats", summary="Response cache: hits, misses, semantic hits, hit rate, entries, bytes")
+async def cache_stats(request: Request) -> Response:
+    tenant_of(request)
+    caching = gateway_of(request).caching
+    if caching is None:
+        return json_response({"enabled": False})
+    stats = await caching.cache.stats()
+    config = caching.cache.config
+    return json_response(
+        {
+            "enabled": config.enabled,
+            "scope": config.scope,
+            "ttl_seconds": config.ttl_seconds,
+            "semantic_threshold": config.semantic_threshold,
+            "store": "redis" if config.redis_url else "memory",
+            **stats,
+        }
+    )
 
 
-@router.post("/models/{name:path}/load", summary="Load a model now and keep it loaded (admin)")
-async def load(request: Request, name: str) -> Response:
-    return await _keep_alive(request, name, gateway_of(request).settings.engine_keep_alive)
-
-
-@router.post("/models/{name:path}/unload", summary="Unload a model now (admin)")
-async def unload(request: Request, name: str) -> Response:
-    return await _keep_alive(request, name, 0)
+@router.delete("/cache", summary="Purge cached responses, optionally of one tenant or model (admin)")
+async def cache_purge(request: Request) -> Response:
+    tenant_of(request).require_admin("purging the cache")
+    caching = gateway_of(request).caching
+    tenant = request.query_params.get("tenant") or None
+    model = request.query_params.get("model") or None
+    removed = await caching.cache.purge(tenant=tenant, model=model) if caching is not None else 0
+    return json_response({"removed": removed, "tenant": tenant, "model": model})

@@ -55,11 +55,14 @@ async def _native(request: Request, path: str, body: dict[str, object], stream: 
     gateway = gateway_of(request)
     ctx = context_of(request, SURFACE)
     gateway.resolve_model(body, default=gateway.settings.default_model)
+    cache = body.pop("cache", None)  # the service API's own field: the cache mode this request asks for
+    if cache is not None and not isinstance(cache, str):
+        raise InvalidRequest("cache must be 'off', 'exact' or 'semantic'", param="cache")
     if stream:
-        stack, lines = await start_stream(request, gateway.stream(ctx, path, body))
+        stack, lines = await start_stream(request, gateway.stream(ctx, path, body, cache=cache))
         return ndjson_response(request, stack, lines)
     body["stream"] = False
-    return json_response(await until_disconnect(request, gateway.call(ctx, path, body)))
+    return json_response(await until_disconnect(request, gateway.call(ctx, path, body, cache=cache)))
 
 
 @router.post(

@@ -24,6 +24,8 @@ class RequestContext:
         default_factory=lambda: RequestRecord(ts=time.time(), request_id="", surface="", route="")
     )
     """The request's accounting record; the pipeline fills in tenant, model, wait, tokens and timings."""
+    cache_header: str | None = None
+    """The ``X-Shared-Ollama-Cache`` header: ``off``, ``exact`` or ``semantic``."""
     images: list[ImageReport] = field(default_factory=list)
     """What the image pipeline did to this request's images."""
     started: float = field(default_factory=time.perf_counter)

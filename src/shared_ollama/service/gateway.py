@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,8 +21,13 @@ from shared_ollama.backends.client import EngineClient
 from shared_ollama.backends.supervisor import EngineState, EngineSupervisor
 from shared_ollama.errors import InvalidRequest, RequestTimeout, SharedOllamaError
 from shared_ollama.service.admission import Admission, Admitted
+from shared_ollama.service.cache import aggregate_ndjson, path_kind
+from shared_ollama.service.caching import Caching
 from shared_ollama.service.context import RequestContext
+from shared_ollama.service.memory import MemoryManager
 from shared_ollama.service.metrics import LiveState
+from shared_ollama.service.models import ModelOps
+from shared_ollama.service.profiles import Selection, model_settings
 from shared_ollama.service.prompts import check_prompt_size, request_kind
 from shared_ollama.service.records import RequestRecord
 from shared_ollama.service.tenants import Tenants
@@ -30,6 +35,7 @@ from shared_ollama.service.vision import IMAGES_HEADER, Compression, Vision, sum
 from shared_ollama.settings import Settings
 
 log = logging.getLogger(__name__)
+PINNED_HEADER = "X-Shared-Ollama-Pinned-Options"
 JsonDict = dict[str, Any]
 _PROMPTED = ("/api/chat", "/api/generate")
 
@@ -50,17 +56,55 @@ class Gateway:
         self.tenants = tenants
         self.admission = admission
         self.vision = vision
+        self.caching: Caching | None = None
+        """The response cache, when enabled (set at start-up)."""
+        self.profile: Selection | None = None
+        """The active hardware profile (aliases, per-model settings); set at start-up when a config exists."""
+        self.memory: MemoryManager | None = None
+        self.models = ModelOps(client, settings.engine_keep_alive, on_change=self._model_changed)
         self.loaded_models: list[str] = []
         self.loaded: list[JsonDict] = []
         """The engine's loaded models as ``/api/ps`` last described them (name, size, size_vram, expires_at)."""
 
+    def _model_changed(self, model: str) -> None:
+        """A model was created, copied, deleted or pulled: what is remembered about models is stale."""
+        self.vision.forget(model)
+        if self.caching is not None:
+            self.caching.forget(model)
+
     def resolve_model(self, body: JsonDict, *, default: str | None = None) -> JsonDict:
-        """Fill in the model: the adapter's default when the surface has one, else a clear 400."""
+        """Fill in the model (the adapter's default when the surface has one, else a clear 400) and resolve
+        an alias such as ``default-text`` through the active profile."""
         if not body.get("model"):
             if default is None:
                 raise InvalidRequest("model is required", param="model")
             body["model"] = default
+        body["model"] = self.resolve_alias(str(body["model"]))
         return body
+
+    def resolve_alias(self, name: str) -> str:
+        return self.profile.resolve(name) if self.profile is not None else name
+
+    def idle_timeout(self, model: str) -> float:
+        if self.profile is not None:
+            timeout, _ = model_settings(self.profile.config, model)
+            if timeout is not None:
+                return timeout
+        return self.settings.idle_unload_seconds
+
+    def _pin(self, ctx: RequestContext, body: JsonDict) -> None:
+        """Load-time options fixed per model by configuration replace what the request asked (a differing
+        ``num_ctx`` would make the engine reload the model for every other project); the response says so."""
+        if self.profile is None:
+            return
+        _, pinned = model_settings(self.profile.config, str(body["model"]))
+        if not pinned:
+            return
+        options = body.setdefault("options", {})
+        changed = [f"{k}={v} (asked {options[k]})" for k, v in pinned.items() if k in options and options[k] != v]
+        options.update(pinned)
+        if changed:
+            ctx.headers[PINNED_HEADER] = "; ".join(changed)
 
     async def _check(
         self, ctx: RequestContext, path: str, body: JsonDict, compression: Compression | None = None
@@ -68,6 +112,8 @@ class Gateway:
         """What can be refused before admission: a full queue (free to check), the prompt's size, then the
         images (checked and compressed here, in the gateway's own workers, before taking an engine slot)."""
         ctx.record.model = str(body["model"])
+        if path in _PROMPTED or path == "/api/embed":
+            self._pin(ctx, body)
         if self.settings.log_prompts:
             log.debug("prompt of %s: %s", ctx.request_id, orjson.dumps(body.get("messages") or body.get("prompt")))
         self.admission.scheduler.check_room()
@@ -80,13 +126,31 @@ class Gateway:
                 ctx.images.extend(reports)
                 ctx.headers[IMAGES_HEADER] = summary(reports)
 
+    def _cache_mode(self, ctx: RequestContext, path: str, body: JsonDict, cache: str | None) -> str:
+        if self.caching is None or path not in _PROMPTED:
+            return "off"
+        return self.caching.mode(ctx, body, cache)
+
     async def call(
-        self, ctx: RequestContext, path: str, body: JsonDict, *, compression: Compression | None = None
+        self,
+        ctx: RequestContext,
+        path: str,
+        body: JsonDict,
+        *,
+        compression: Compression | None = None,
+        cache: str | None = None,
     ) -> bytes:
-        """A non-streamed engine call (chat, generate, embed ...): the engine's raw JSON body."""
+        """A non-streamed engine call (chat, generate, embed ...): the engine's raw JSON body. ``cache`` is a
+        cache mode the request asked for in its body (service API)."""
+        mode = self._cache_mode(ctx, path, body, cache)
         await self._check(ctx, path, body, compression)
+        if mode != "off":
+            assert self.caching is not None
+            hit = await self.caching.lookup(ctx, body, mode)
+            if hit is not None:
+                return hit.body
         async with self.admission.admit(ctx, str(body["model"]), request_kind(body)) as admitted:
-            _started(ctx, admitted)
+            self._started(ctx, admitted)
             try:
                 async with asyncio.timeout(admitted.remaining()):
                     raw = await self.client.request("POST", path, body)
@@ -94,27 +158,56 @@ class Gateway:
                 raise _overtime(admitted) from None
         with contextlib.suppress(orjson.JSONDecodeError):
             _account(ctx.record, orjson.loads(raw))
+        if mode != "off":
+            assert self.caching is not None
+            await self.caching.store(ctx, body, mode, raw)
         return raw
 
     @asynccontextmanager
     async def stream(
-        self, ctx: RequestContext, path: str, body: JsonDict, *, compression: Compression | None = None
+        self,
+        ctx: RequestContext,
+        path: str,
+        body: JsonDict,
+        *,
+        compression: Compression | None = None,
+        cache: str | None = None,
     ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """A streamed engine call; yields raw NDJSON lines. Leaving the context cancels the generation."""
+        """A streamed engine call; yields raw NDJSON lines. Leaving the context cancels the generation. A cache
+        hit is replayed as a stream; a completed stream is stored (a truncated or failed one never is)."""
+        mode = self._cache_mode(ctx, path, body, cache)
         await self._check(ctx, path, body, compression)
+        ctx.record.stream = True
+        caching = self.caching if mode != "off" else None
+        if caching is not None:
+            hit = await caching.lookup(ctx, body, mode)
+            if hit is not None:
+                yield _replay(hit.ndjson())
+                return
         async with self.admission.admit(ctx, str(body["model"]), request_kind(body)) as admitted:
-            _started(ctx, admitted)
-            ctx.record.stream = True
+            self._started(ctx, admitted)
             try:
                 async with asyncio.timeout(admitted.remaining()):
                     opened = self.client.stream(path, body)
                     lines = await opened.__aenter__()
             except TimeoutError:
                 raise _overtime(admitted) from None
+
+            async def finished(collected: list[bytes]) -> None:
+                answer = aggregate_ndjson(collected, path_kind(body))
+                if caching is not None and answer is not None:
+                    await caching.store(ctx, body, mode, answer)
+
             try:
-                yield _within(lines, admitted, ctx)
+                yield _within(lines, admitted, ctx, finished if caching is not None else None)
             finally:
                 await opened.__aexit__(None, None, None)
+
+    def _started(self, ctx: RequestContext, admitted: Admitted) -> None:
+        ctx.record.engine = True
+        ctx.record.queue_wait = admitted.ticket.waited
+        if self.memory is not None:
+            self.memory.touch(admitted.ticket.model)
 
     async def refresh_loaded(self) -> list[str]:
         """Ask the engine which models it holds (bounded wait); remembered for the metrics and the health."""
@@ -162,11 +255,6 @@ def _overtime(admitted: Admitted) -> RequestTimeout:
     return RequestTimeout(f"the request did not finish within its {seconds:.3g} s deadline")
 
 
-def _started(ctx: RequestContext, admitted: Admitted) -> None:
-    ctx.record.engine = True
-    ctx.record.queue_wait = admitted.ticket.waited
-
-
 def _account(record: RequestRecord, final: object) -> None:
     """Token counts and the engine's timings from a final answer (chat, generate or embed)."""
     if not isinstance(final, dict):
@@ -177,16 +265,30 @@ def _account(record: RequestRecord, final: object) -> None:
     record.load_seconds = (final.get("load_duration") or 0) / 1e9
 
 
-async def _within(lines: AsyncIterator[bytes], admitted: Admitted, ctx: RequestContext) -> AsyncIterator[bytes]:
+async def _replay(lines: list[bytes]) -> AsyncIterator[bytes]:
+    for line in lines:
+        yield line
+
+
+async def _within(
+    lines: AsyncIterator[bytes],
+    admitted: Admitted,
+    ctx: RequestContext,
+    finished: Callable[[list[bytes]], Awaitable[None]] | None = None,
+) -> AsyncIterator[bytes]:
     """The engine's lines until the request's deadline (past it, ``request_timeout`` ends the stream);
-    the first line's time and the final line's counts go into the request's record."""
+    the first line's time and the final line's counts go into the request's record. With ``finished``, the
+    lines of a stream that ran to its end are handed to it (for the cache)."""
     iterator = aiter(lines)
+    collected: list[bytes] | None = [] if finished is not None else None
     first = True
     while True:
         try:
             async with asyncio.timeout(admitted.remaining()):
                 line = await anext(iterator)
         except StopAsyncIteration:
+            if finished is not None and collected is not None:
+                await finished(collected)
             return
         except TimeoutError:
             raise _overtime(admitted) from None
@@ -196,4 +298,6 @@ async def _within(lines: AsyncIterator[bytes], admitted: Admitted, ctx: RequestC
         if b'"done":true' in line:
             with contextlib.suppress(orjson.JSONDecodeError):
                 _account(ctx.record, orjson.loads(line))
+        if collected is not None:
+            collected.append(line)
         yield line

@@ -109,6 +109,10 @@ class Scheduler:
             out[key] = out.get(key, 0) + 1
         return out
 
+    def busy_models(self) -> list[str]:
+        """Models with requests queued or running."""
+        return list(self._models)
+
     def estimated_wait(self) -> float:
         """Seconds until a newly queued request would likely start: the queue ahead, drained by every slot."""
         per_request = self.service_times.median(default=1.0)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -51,6 +51,8 @@ class TenantSpec(BaseModel):
     role: Role = Role.USER
     keys: list[str] = Field(default_factory=list)
     limits: LimitOverrides = Field(default_factory=LimitOverrides)
+    cache: Literal["off", "exact", "semantic"] | None = None
+    """The tenant's default cache mode (unset: only deterministic requests use the exact cache)."""
 
 
 class TenantsFile(BaseModel):
@@ -78,6 +80,7 @@ class Tenant:
     name: str
     role: Role
     limits: Limits
+    cache: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -136,18 +139,22 @@ class Tenants:
     def __post_init__(self) -> None:
         """Merge specs by name (a tenant in the file and the environment keeps the file's limits), index keys."""
         roles: dict[str, Role] = {}
+        caches: dict[str, str] = {}
         overrides: dict[str, dict[str, Any]] = {}
         owners: dict[bytes, str] = {}
         for spec in self.specs:
             if spec.role is Role.ADMIN or spec.name not in roles:
                 roles[spec.name] = spec.role
             overrides.setdefault(spec.name, {}).update(spec.limits.model_dump(exclude_none=True))
+            if spec.cache is not None:
+                caches[spec.name] = spec.cache
             for key in spec.keys:
                 digest = _digest(key)
                 if owners.setdefault(digest, spec.name) != spec.name:
                     raise ValueError(f"one API key is given to two tenants: '{owners[digest]}' and '{spec.name}'")
         self._by_name = {
-            name: Tenant(name, roles[name], _limits(self.settings, LimitOverrides(**overrides[name]))) for name in roles
+            name: Tenant(name, roles[name], _limits(self.settings, LimitOverrides(**overrides[name])), caches.get(name))
+            for name in roles
         }
         self._keys = list(owners.items())
         self._default_limits = _limits(self.settings, LimitOverrides())
@@ -175,8 +182,8 @@ class Tenants:
                     param=self.settings.project_header,
                 )
             # Auth off: mutating operations are open to everyone (the operator chose a trusted setting).
-            limits = self._by_name[name].limits if name in self._by_name else self._default_limits
-            return Tenant(name, Role.ADMIN, limits)
+            known = self._by_name.get(name)
+            return Tenant(name, Role.ADMIN, known.limits if known else self._default_limits, known and known.cache)
         key = _presented_key(headers)
         if key is None:
             raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")

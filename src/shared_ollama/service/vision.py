@@ -57,6 +57,10 @@ class Vision:
         self._capabilities[model] = (self._clock() + _CAPABILITIES_TTL, found)
         return found
 
+    def forget(self, model: str) -> None:
+        """A model was created, copied, deleted or pulled: ask the engine again next time."""
+        self._capabilities.pop(model, None)
+
     async def prepare(self, body: JsonDict, compression: Compression | None = None) -> list[ImageReport]:
         """Check the model can see, process every image of ``body`` in place; the reports, in order."""
         holders: list[JsonDict] = []

@@ -1,0 +1,148 @@
+"""``shared-ollama models ...`` and ``shared-ollama modelfile new``: model management through a running service.
+
+Talks to the service's API (``--url``, default ``http://127.0.0.1:8000``; ``SHARED_OLLAMA_API_KEY`` is sent
+as a bearer key), so it works the same whether the engine is Ollama or the embedded one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from shared_ollama.protocol.modelfile import render_modelfile
+
+JsonDict = dict[str, Any]
+
+
+class ServiceError(Exception):
+    pass
+
+
+def _request(url: str, method: str, path: str, body: JsonDict | None = None, timeout: float = 600) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    key = os.environ.get("SHARED_OLLAMA_API_KEY")
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method, headers=headers)
+    try:
+        return urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            detail = exc.reason
+        raise ServiceError(f"{exc.code}: {detail}") from None
+    except urllib.error.URLError as exc:
+        raise ServiceError(f"cannot reach the service at {url}: {exc.reason}") from None
+
+
+def _json(url: str, method: str, path: str, body: JsonDict | None = None) -> JsonDict:
+    with _request(url, method, path, body) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else {}
+
+
+def _lines(url: str, path: str, body: JsonDict) -> Iterator[JsonDict]:
+    with _request(url, "POST", path, body) as resp:
+        for line in resp:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _bar(status: JsonDict) -> str:
+    total, done = status.get("total"), status.get("completed")
+    if isinstance(total, int) and total > 0 and isinstance(done, int):
+        filled = int(30 * done / total)
+        return f"\r{status.get('status', '')[:30]:<30} [{'#' * filled}{'.' * (30 - filled)}] {100 * done / total:5.1f}%"
+    return f"\r{status.get('status', '')[:70]:<70}"
+
+
+def run_models(args: argparse.Namespace) -> int:
+    url = args.url
+    cmd = args.models_cmd
+    try:
+        if cmd == "ls":
+            for model in _json(url, "GET", "/api/v1/models").get("models", []):
+                print(f"{model.get('name')}\t{model.get('size', '')}\t{str(model.get('digest', ''))[:12]}")
+        elif cmd == "ps":
+            for model in _json(url, "GET", "/api/v1/models/ps").get("models", []):
+                print(f"{model.get('name')}\t{model.get('size', '')}\tuntil {model.get('expires_at', '')}")
+        elif cmd == "show":
+            print(json.dumps(_json(url, "GET", f"/api/v1/models/{args.name}/show"), indent=2))
+        elif cmd == "create":
+            text = Path(args.file).read_text(encoding="utf-8")
+            _json(url, "POST", "/api/v1/models/create", {"name": args.name, "modelfile": text})
+            print(f"created {args.name}")
+        elif cmd == "cp":
+            _json(url, "POST", f"/api/v1/models/{args.source}/copy", {"destination": args.destination})
+            print(f"copied {args.source} -> {args.destination}")
+        elif cmd == "rm":
+            _json(url, "DELETE", f"/api/v1/models/{args.name}")
+            print(f"deleted {args.name}")
+        elif cmd in ("load", "unload"):
+            _json(url, "POST", f"/api/v1/models/{args.name}/{cmd}")
+            print(f"{cmd}ed {args.name}")
+        elif cmd == "pull":
+            for status in _lines(url, "/api/v1/models/pull", {"name": args.name}):
+                if "error" in status:
+                    raise ServiceError(str(status["error"]))
+                sys.stderr.write(_bar(status))
+            sys.stderr.write("\n")
+            print(f"pulled {args.name}")
+    except (ServiceError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_modelfile_new(args: argparse.Namespace) -> int:
+    parameters: dict[str, str] = {}
+    for item in args.param or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: --param takes name=value, got {item!r}", file=sys.stderr)
+            return 2
+        parameters[key.strip()] = value.strip()
+    text = render_modelfile(args.from_, system=args.system, parameters=parameters or None)
+    if args.output and args.output != "-":
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def add_service_commands(models_sub: Any, sub: Any) -> None:
+    """Add ``models ls|ps|show|create|cp|rm|pull|load|unload`` and ``modelfile new`` to the CLI."""
+    for name, help_text, params in (
+        ("ls", "models the engine has", ()),
+        ("ps", "models loaded now", ()),
+        ("show", "one model's details", ("name",)),
+        ("rm", "delete a model", ("name",)),
+        ("pull", "pull a model (progress bar)", ("name",)),
+        ("load", "load a model now", ("name",)),
+        ("unload", "unload a model now", ("name",)),
+        ("cp", "copy a model", ("source", "destination")),
+    ):
+        cmd = models_sub.add_parser(name, help=help_text)
+        for param in params:
+            cmd.add_argument(param)
+    create = models_sub.add_parser("create", help="create a model from a Modelfile")
+    create.add_argument("name")
+    create.add_argument("-f", "--file", default="Modelfile")
+    modelfile = sub.add_parser("modelfile", help="Modelfile helpers")
+    modelfile_sub = modelfile.add_subparsers(dest="modelfile_cmd", required=True)
+    new = modelfile_sub.add_parser("new", help="write a Modelfile")
+    new.add_argument("--from", dest="from_", required=True, help="the base model")
+    new.add_argument("--system", help="the system prompt")
+    new.add_argument("--param", action="append", help="a parameter, name=value (repeatable)")
+    new.add_argument("-o", "--output", help="file to write (default: stdout)")
+    modelfile.set_defaults(func=lambda settings, args: run_modelfile_new(args))

@@ -1,0 +1,80 @@
+"""Model management through the engine: list, show, create, copy, delete, pull, load, unload.
+
+The engine (Ollama or the embedded one) does the work; this module speaks its API: Ollama's structured
+``/api/create`` (Modelfile text is parsed here, since Ollama stopped accepting it), ``/api/copy``,
+``DELETE /api/delete``, streamed ``/api/pull``, and ``keep_alive`` for loading and unloading (an empty
+generate for text models, an empty embed for embedding models). Whoever changes models also tells the
+gateway's caches about it (``on_change``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+
+from shared_ollama.backends.client import EngineClient
+from shared_ollama.protocol.modelfile import parse_modelfile
+
+JsonDict = dict[str, Any]
+
+
+class ModelOps:
+    def __init__(self, client: EngineClient, default_keep_alive: str, on_change: Callable[[str], None]) -> None:
+        self.client = client
+        self.default_keep_alive = default_keep_alive
+        self._on_change = on_change
+
+    async def tags(self) -> JsonDict:
+        return await self.client.request_json("GET", "/api/tags")
+
+    async def ps(self) -> JsonDict:
+        return await self.client.request_json("GET", "/api/ps")
+
+    async def show(self, name: str) -> JsonDict:
+        return await self.client.request_json("POST", "/api/show", {"model": name})
+
+    async def create(self, body: JsonDict) -> JsonDict:
+        """Ollama's structured create (``stream`` off); a legacy ``modelfile`` field is parsed first."""
+        body = dict(body)
+        if isinstance(body.get("modelfile"), str):
+            name = str(body.get("model") or body.get("name") or "")
+            parsed = parse_modelfile(body.pop("modelfile")).to_create_request(name)
+            body = {**parsed, **{k: v for k, v in body.items() if k not in ("name",)}}
+        body["stream"] = False
+        result = await self.client.request_json("POST", "/api/create", body)
+        self._on_change(str(body.get("model", "")))
+        return result
+
+    async def create_from_modelfile(self, name: str, modelfile: str) -> JsonDict:
+        return await self.create({"model": name, "modelfile": modelfile})
+
+    async def copy(self, source: str, destination: str) -> None:
+        await self.client.request("POST", "/api/copy", {"source": source, "destination": destination})
+        self._on_change(destination)
+
+    async def delete(self, name: str) -> None:
+        await self.client.request("DELETE", "/api/delete", {"model": name})
+        self._on_change(name)
+
+    @asynccontextmanager
+    async def pull(self, name: str, *, insecure: bool = False) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The engine's pull progress, as raw NDJSON lines."""
+        async with self.client.stream("/api/pull", {"model": name, "insecure": insecure, "stream": True}) as lines:
+            yield lines
+        self._on_change(name)
+
+    async def _keep_alive(self, name: str, keep_alive: str | int) -> JsonDict:
+        show = await self.show(name)
+        path = "/api/embed" if "embedding" in (show.get("capabilities") or []) else "/api/generate"
+        raw = await self.client.request("POST", path, {"model": name, "keep_alive": keep_alive, "stream": False})
+        parsed = orjson.loads(raw) if raw else {}
+        return parsed if isinstance(parsed, dict) else {}
+
+    async def load(self, name: str, keep_alive: str | int | None = None) -> JsonDict:
+        return await self._keep_alive(name, keep_alive if keep_alive is not None else self.default_keep_alive)
+
+    async def unload(self, name: str) -> JsonDict:
+        return await self._keep_alive(name, 0)
