@@ -62,7 +62,7 @@ def gateway(
         env={
             "SHARED_OLLAMA_MODELS_CONFIG": str(models_config),
             "SHARED_OLLAMA_MEMORY_CHECK_INTERVAL": "1",
-            "SHARED_OLLAMA_IDLE_UNLOAD_SECONDS": "2",
+            "SHARED_OLLAMA_IDLE_UNLOAD_SECONDS": "4",
         },
     )
     try:
@@ -95,9 +95,11 @@ def test_a_model_created_from_a_modelfile_answers_with_its_system_prompt(http: h
     assert created.status_code == 200, created.text
     show = http.get("/api/v1/models/pirate:e2e/show").json()
     assert "You are a pirate." in show["system"]
-    base = http.post("/api/v1/chat", json={"model": BASE, "messages": HI, "options": OPTIONS}).json()
+    system = {"role": "system", "content": "You are a pirate.\nAlways say ARRR."}
+    base = http.post("/api/v1/chat", json={"model": BASE, "messages": [system, *HI], "options": OPTIONS}).json()
     pirate = http.post("/api/v1/chat", json={"model": "pirate:e2e", "messages": HI, "options": OPTIONS}).json()
-    assert pirate["prompt_eval_count"] > base["prompt_eval_count"], "the system prompt is part of the prompt"
+    assert pirate["prompt_eval_count"] == base["prompt_eval_count"], "the model's SYSTEM is what the prompt starts with"
+    assert pirate["message"]["content"] == base["message"]["content"]
     bad = http.post(
         "/api/v1/models/create", json={"name": "x", "modelfile": "FROM smollm2:135m\nPARAMETER tempreature 1\n"}
     )
@@ -111,7 +113,7 @@ def test_the_ollama_client_creates_copies_shows_and_deletes(gateway: str, http: 
     client.copy("brief:e2e", "brief-copy:e2e")
     names = {m.model for m in client.list().models}
     assert {"brief:e2e", "brief-copy:e2e"} <= names
-    assert client.show("brief-copy:e2e").system == "Answer in one word."
+    assert http.post("/api/show", json={"model": "brief-copy:e2e"}).json()["system"] == "Answer in one word."
     client.delete("brief-copy:e2e")
     with pytest.raises(ollama.ResponseError) as missing:
         client.show("brief-copy:e2e")
@@ -134,15 +136,25 @@ def test_pull_streams_progress_for_an_offline_default_and_explains_otherwise(htt
 
 
 def test_pinned_num_ctx_is_applied_and_reported(http: httpx.Client) -> None:
+    no_cache = {"X-Shared-Ollama-Cache": "off"}  # the load durations must come from the engine, not a replay
     first = http.post(
-        "/api/chat", json={"model": BASE, "messages": HI, "stream": False, "options": {**OPTIONS, "num_ctx": 1024}}
+        "/api/chat",
+        json={"model": BASE, "messages": HI, "stream": False, "options": {**OPTIONS, "num_ctx": 1024}},
+        headers=no_cache,
     )
     assert first.status_code == 200
     assert "num_ctx=2048 (asked 1024)" in first.headers["X-Shared-Ollama-Pinned-Options"]
     second = http.post(
-        "/api/chat", json={"model": BASE, "messages": HI, "stream": False, "options": {**OPTIONS, "num_ctx": 4096}}
+        "/api/chat",
+        json={"model": BASE, "messages": HI, "stream": False, "options": {**OPTIONS, "num_ctx": 4096}},
+        headers=no_cache,
     )
     assert second.json()["load_duration"] == 0, "another project's num_ctx did not reload the model"
+    assert http.post("/api/v1/models/smollm2:135m/load").status_code == 200
+    third = http.post(
+        "/api/chat", json={"model": BASE, "messages": HI, "stream": False, "options": OPTIONS}, headers=no_cache
+    )
+    assert third.json()["load_duration"] == 0, "loading through the service API uses the pinned options too"
     aliased = http.post("/api/v1/chat", json={"model": "default-text", "messages": HI, "options": OPTIONS})
     assert aliased.json()["model"] == BASE
     blind = http.post("/api/v1/chat", json={"model": "default-vision", "messages": HI})
@@ -152,18 +164,18 @@ def test_pinned_num_ctx_is_applied_and_reported(http: httpx.Client) -> None:
 def test_the_memory_manager_unloads_an_idle_model(http: httpx.Client) -> None:
     assert http.post("/api/v1/models/smollm2:135m/load").status_code == 200
     assert BASE in loaded(http)
-    poll(lambda: BASE not in loaded(http), "the idle model unloaded (2 s idle timeout, 1 s checks)")
+    poll(lambda: BASE not in loaded(http), "the idle model unloaded (4 s idle timeout, 1 s checks)")
     profile = http.get("/api/v1/system/model-profile").json()
     assert profile["profile"]["name"] == "tiny-cpu"
     assert any(u["model"] == BASE and "idle" in u["reason"] for u in profile["memory_manager"]["recent_unloads"])
 
 
 def test_memory_pressure_unloads_least_recently_used(
-    vision_store: Path, models_config: Path, artifacts_dir: Path, tmp_path: Path
+    model_store: Path, models_config: Path, artifacts_dir: Path, tmp_path: Path
 ) -> None:
     """A threshold below the machine's current memory use stands in for memory pressure."""
     url, proc = start_gateway(
-        vision_store,
+        model_store,
         tmp_path,
         artifacts_dir / "gateway-pressure.log",
         env={

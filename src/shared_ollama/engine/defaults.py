@@ -10,6 +10,7 @@ import importlib.metadata
 import importlib.util
 import os
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +62,14 @@ def _stamp(model: DefaultModel, source: Path) -> str:
     return f"{model.package}=={version}:{stat.st_size}:{int(stat.st_mtime)}:v{_MANIFEST_LEVEL}"
 
 
-def install_defaults(settings: Settings) -> list[str]:
-    """Make sure every default model is in the store; returns their names."""
+def default_model(name: str) -> DefaultModel | None:
+    """The offline default called ``name`` (``all-minilm`` = ``all-minilm:latest``), if it is one."""
+    full = name.strip() if ":" in name else f"{name.strip()}:latest"
+    return next((m for m in DEFAULTS if m.name == full.lower()), None)
+
+
+def install_defaults(settings: Settings, only: Collection[str] | None = None) -> list[str]:
+    """Make sure every default model (or those named in ``only``) is in the store; returns their names."""
     store = ModelStore(settings.store_dir)
     store.root.mkdir(parents=True, exist_ok=True)
     stamps_path = store.root / "defaults.json"
@@ -70,7 +77,7 @@ def install_defaults(settings: Settings) -> list[str]:
         stamps: dict[str, str] = orjson.loads(stamps_path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         stamps = {}
-    for model in DEFAULTS:
+    for model in DEFAULTS if only is None else [m for m in DEFAULTS if m.name in only]:
         source = _source(model)
         stamp = _stamp(model, source)
         entry = store.get(model.name)
@@ -89,4 +96,4 @@ def install_defaults(settings: Settings) -> list[str]:
         partial = stamps_path.with_name(f".defaults-{os.getpid()}.json")
         partial.write_bytes(orjson.dumps(stamps, option=orjson.OPT_INDENT_2))
         os.replace(partial, stamps_path)
-    return [m.name for m in DEFAULTS]
+    return [m.name for m in DEFAULTS if only is None or m.name in only]

@@ -21,6 +21,14 @@ _REAP_INTERVAL = 1.0
 """Seconds between keep-alive checks (the precision of an idle unload)."""
 
 
+def _same_load(loaded: ModelEntry, wanted: ModelEntry) -> bool:
+    """Whether a model loaded for ``loaded`` serves ``wanted`` (same weights, projector and chat template).
+
+    System prompt, parameters and messages apply per request, so a model re-created with new ones is reused.
+    """
+    return (loaded.digest, loaded.projector, loaded.template) == (wanted.digest, wanted.projector, wanted.template)
+
+
 class ModelRegistry:
     def __init__(self, settings: Settings, store: ModelStore) -> None:
         self.settings = settings
@@ -106,7 +114,8 @@ class ModelRegistry:
             )
         except Exception as exc:
             log.exception("loading %s failed", entry.name)
-            raise EngineCallError(f"failed to load model '{entry.name}': {exc}") from exc
+            hint = " (check its TEMPLATE: llama.cpp could not use it as a chat template)" if entry.template else ""
+            raise EngineCallError(f"failed to load model '{entry.name}': {exc}{hint}") from exc
         finally:
             self._loading.pop(entry.name, None)
             self._poke()
@@ -130,7 +139,7 @@ class ModelRegistry:
                     await asyncio.shield(pending)
                     continue
                 current = self._loaded.get(name)
-                if current is not None and (current.num_ctx != num_ctx or current.entry.digest != entry.digest):
+                if current is not None and (current.num_ctx != num_ctx or not _same_load(current.entry, entry)):
                     await self._wait_idle(name)  # Ollama reloads for another context size, after the running requests
                     if self._loaded.get(name) is current:
                         self._drop(name)

@@ -129,6 +129,8 @@ class LoadedModel:
         else:
             params.n_ctx = num_ctx * slots  # llama.cpp divides the context among the slots
             params.ctx_shift = False  # a full context ends generation ("length"), never an endless shift
+        if entry.template:  # a Jinja chat template from /api/create (Go templates are refused there)
+            params.chat_template = entry.template
         if entry.projector:
             params.mmproj.path = str(gguf.parent / entry.projector.replace(":", "-"))
         server = xllamacpp.Server(params)

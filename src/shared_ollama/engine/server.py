@@ -13,6 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from shared_ollama.engine.handlers import ApiError, ClientGone, EngineApp, json_response
+from shared_ollama.engine.manage import ModelManager
 from shared_ollama.engine.runtime import EngineCallError
 from shared_ollama.engine.tokenize import tokenize
 from shared_ollama.settings import Settings
@@ -50,6 +51,7 @@ def _guarded(handler: Handler) -> Handler:
 def create_engine_app(settings: Settings) -> Starlette:
     """The engine as an ASGI app; its lifespan starts the keep-alive reaper and unloads every model at the end."""
     engine = EngineApp(settings)
+    manager = ModelManager(engine)
 
     async def chat(request: Request) -> Response:
         return await engine.generation(request, "chat")
@@ -81,6 +83,10 @@ def create_engine_app(settings: Settings) -> Starlette:
         Route("/api/generate", _guarded(generate), methods=["POST"]),
         Route("/api/embed", _guarded(engine.embed), methods=["POST"]),
         Route("/api/embeddings", _guarded(engine.embeddings), methods=["POST"]),
+        Route("/api/create", _guarded(manager.create), methods=["POST"]),
+        Route("/api/copy", _guarded(manager.copy), methods=["POST"]),
+        Route("/api/delete", _guarded(manager.delete), methods=["DELETE"]),
+        Route("/api/pull", _guarded(manager.pull), methods=["POST"]),
         Route("/api/tokenize", _guarded(count), methods=["POST"]),  # ours, not Ollama's: see engine/tokenize.py
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -58,6 +58,7 @@ class ModelEntry:
     template: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     messages: list[dict[str, Any]] = field(default_factory=list)
+    license: list[str] = field(default_factory=list)
     modified_at: str = field(default_factory=_now)
     format: str = "gguf"
     model_info: dict[str, Any] = field(default_factory=dict)
@@ -242,9 +243,26 @@ class ModelStore:
         if entry is None:
             return False
         self._manifest_path(entry.name).unlink()
+        self.prune(entry.digest, entry.projector)
+        return True
+
+    def replace(self, entry: ModelEntry) -> ModelEntry | None:
+        """Write ``entry``, replacing any model of that name (whatever its case); returns the one replaced.
+
+        Blobs only the replaced model used are deleted.
+        """
+        old = self.get(entry.name)
+        self.put(entry)
+        if old is not None and old.name != entry.name:
+            self._manifest_path(old.name).unlink(missing_ok=True)
+        if old is not None:
+            self.prune(old.digest, old.projector)
+        return old
+
+    def prune(self, *digests: str | None) -> None:
+        """Delete those of ``digests``' blobs that no manifest uses any more."""
         remaining = self.list()
         used = {e.digest for e in remaining} | {e.projector for e in remaining if e.projector}
-        for digest in (entry.digest, entry.projector):
+        for digest in digests:
             if digest and digest not in used:
                 self.blob_path(digest).unlink(missing_ok=True)
-        return True

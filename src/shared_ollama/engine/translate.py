@@ -208,6 +208,7 @@ def generate_request(req: JsonDict, entry: ModelEntry) -> tuple[str, JsonDict]:
     system = req.get("system") or entry.system
     if system:
         messages.append({"role": "system", "content": system})
+    messages += [_message(m, entry) for m in entry.messages]  # the model's MESSAGE history, as Ollama does
     user: JsonDict = {"role": "user", "content": req.get("prompt") or "", "images": req.get("images")}
     messages.append(_message(user, entry))
     out["messages"] = messages

@@ -61,7 +61,7 @@ class Gateway:
         self.profile: Selection | None = None
         """The active hardware profile (aliases, per-model settings); set at start-up when a config exists."""
         self.memory: MemoryManager | None = None
-        self.models = ModelOps(client, settings.engine_keep_alive, on_change=self._model_changed)
+        self.models = ModelOps(client, settings.engine_keep_alive, on_change=self._model_changed, pinned=self.pinned)
         self.loaded_models: list[str] = []
         self.loaded: list[JsonDict] = []
         """The engine's loaded models as ``/api/ps`` last described them (name, size, size_vram, expires_at)."""
@@ -92,12 +92,14 @@ class Gateway:
                 return timeout
         return self.settings.idle_unload_seconds
 
+    def pinned(self, model: str) -> JsonDict:
+        """The load-time options the models config pins for ``model``."""
+        return model_settings(self.profile.config, model)[1] if self.profile is not None else {}
+
     def _pin(self, ctx: RequestContext, body: JsonDict) -> None:
         """Load-time options fixed per model by configuration replace what the request asked (a differing
         ``num_ctx`` would make the engine reload the model for every other project); the response says so."""
-        if self.profile is None:
-            return
-        _, pinned = model_settings(self.profile.config, str(body["model"]))
+        pinned = self.pinned(str(body["model"]))
         if not pinned:
             return
         options = body.setdefault("options", {})
@@ -156,6 +158,8 @@ class Gateway:
                     raw = await self.client.request("POST", path, body)
             except TimeoutError:
                 raise _overtime(admitted) from None
+            finally:
+                self._used(admitted)
         with contextlib.suppress(orjson.JSONDecodeError):
             _account(ctx.record, orjson.loads(raw))
         if mode != "off":
@@ -201,11 +205,16 @@ class Gateway:
             try:
                 yield _within(lines, admitted, ctx, finished if caching is not None else None)
             finally:
+                self._used(admitted)
                 await opened.__aexit__(None, None, None)
 
     def _started(self, ctx: RequestContext, admitted: Admitted) -> None:
         ctx.record.engine = True
         ctx.record.queue_wait = admitted.ticket.waited
+        self._used(admitted)
+
+    def _used(self, admitted: Admitted) -> None:
+        """The model is in use now (at a request's start and end: a model's idle time starts after its last answer)."""
         if self.memory is not None:
             self.memory.touch(admitted.ticket.model)
 

@@ -22,10 +22,17 @@ JsonDict = dict[str, Any]
 
 
 class ModelOps:
-    def __init__(self, client: EngineClient, default_keep_alive: str, on_change: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        client: EngineClient,
+        default_keep_alive: str,
+        on_change: Callable[[str], None],
+        pinned: Callable[[str], JsonDict] | None = None,
+    ) -> None:
         self.client = client
         self.default_keep_alive = default_keep_alive
         self._on_change = on_change
+        self._pinned = pinned or (lambda model: {})
 
     async def tags(self) -> JsonDict:
         return await self.client.request_json("GET", "/api/tags")
@@ -69,7 +76,11 @@ class ModelOps:
     async def _keep_alive(self, name: str, keep_alive: str | int) -> JsonDict:
         show = await self.show(name)
         path = "/api/embed" if "embedding" in (show.get("capabilities") or []) else "/api/generate"
-        raw = await self.client.request("POST", path, {"model": name, "keep_alive": keep_alive, "stream": False})
+        body: JsonDict = {"model": name, "keep_alive": keep_alive, "stream": False}
+        pinned = self._pinned(name)
+        if pinned and keep_alive != 0:  # loaded as requests will use it, or the first request would reload it
+            body["options"] = pinned
+        raw = await self.client.request("POST", path, body)
         parsed = orjson.loads(raw) if raw else {}
         return parsed if isinstance(parsed, dict) else {}
 
