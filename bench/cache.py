@@ -104,13 +104,63 @@ async def exact(runs: int) -> None:
     print(_line("ResponseCache.lookup (exact hit, key included)", times))
 
 
+async def _through(url: str, requests: int) -> None:
+    """A deterministic chat through the gateway: misses (cache off) vs hits, same request, same run."""
+    from bench.loadgen import run_load
+
+    body = {
+        "model": "fake",
+        "messages": [{"role": "user", "content": "hi"}],
+        "options": {"temperature": 0, "num_predict": 16, "fake_token_ms": 2},
+    }
+    await run_load(url + "/api/chat", body, concurrency=1, requests=5, max_seconds=10)  # stores the entry
+    miss = await run_load(
+        url + "/api/chat",
+        body,
+        concurrency=1,
+        requests=requests,
+        max_seconds=60,
+        headers={"X-Shared-Ollama-Cache": "off"},
+    )
+    hit = await run_load(url + "/api/chat", body, concurrency=1, requests=requests, max_seconds=60)
+    print(
+        f"through the gateway, engine answering in ~35 ms: miss p50 {miss.p50_ms:.3f} ms, "
+        f"exact hit p50 {hit.p50_ms:.3f} ms, ratio {hit.p50_ms / miss.p50_ms:.4f}"
+    )
+
+
+def gateway(requests: int) -> None:
+    from tests.support.processes import free_port, stop, wait_http_ok
+
+    from bench.run import _spawn
+
+    fport, gport = free_port(), free_port()
+    procs = [_spawn(["-m", "tests.support.fake_engine", "--port", str(fport)], {}, set())]
+    try:
+        wait_http_ok(f"http://127.0.0.1:{fport}/api/version", procs[0])
+        env = {
+            "SHARED_OLLAMA_ENGINE": "external",
+            "SHARED_OLLAMA_OLLAMA_URL": f"http://127.0.0.1:{fport}",
+            "SHARED_OLLAMA_LOG_LEVEL": "warning",
+        }
+        procs.append(_spawn(["-m", "shared_ollama.cli", "serve", "--port", str(gport)], env, set()))
+        wait_http_ok(f"http://127.0.0.1:{gport}/api/v1/health", procs[-1])
+        asyncio.run(_through(f"http://127.0.0.1:{gport}", requests))
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--gateway", action="store_true", help="also: exact hits vs misses through the gateway")
     args = parser.parse_args()
     semantic(args.sizes, args.runs)
     asyncio.run(exact(max(args.runs, 1000)))
+    if args.gateway:
+        gateway(200)
 
 
 if __name__ == "__main__":
