@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +13,7 @@ import ollama
 import orjson
 import pytest
 
+from shared_ollama.protocol.modelfile import parse_modelfile
 from tests.e2e.conftest import start_gateway
 from tests.support.processes import stop
 
@@ -192,3 +195,36 @@ def test_memory_pressure_unloads_least_recently_used(
             assert any("memory at" in u["reason"] for u in unloads)
     finally:
         stop(proc)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shared_ollama.cli", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_the_cli_writes_a_modelfile_and_manages_models_through_the_service(gateway: str, tmp_path: Path) -> None:
+    modelfile = tmp_path / "Modelfile"
+    written = cli(
+        "modelfile",
+        "new",
+        "--from",
+        BASE,
+        "--system",
+        'Be "terse".\nVery.',
+        "--param",
+        "temperature=0.1",
+        "-o",
+        str(modelfile),
+    )
+    assert written.returncode == 0, written.stderr
+    parsed = parse_modelfile(modelfile.read_text())
+    assert (parsed.from_, parsed.system, parsed.parameters) == (BASE, 'Be "terse".\nVery.', {"temperature": 0.1})
+    assert cli("models", "--url", gateway, "create", "terse:cli", "-f", str(modelfile)).returncode == 0
+    assert "terse:cli" in cli("models", "--url", gateway, "ls").stdout
+    assert '"Be \\"terse\\".\\nVery."' in cli("models", "--url", gateway, "show", "terse:cli").stdout
+    pulled = cli("models", "--url", gateway, "pull", BASE)
+    assert pulled.returncode == 0 and "success" in pulled.stderr
+    assert cli("models", "--url", gateway, "rm", "terse:cli").returncode == 0
+    missing = cli("models", "--url", gateway, "show", "terse:cli")
+    assert missing.returncode == 1 and "404" in missing.stderr
