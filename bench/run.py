@@ -108,7 +108,8 @@ async def _tokens_per_second(url: str, runs: int) -> float:
     async with aiohttp.ClientSession() as session:
         for _ in range(runs):
             started = time.perf_counter()
-            async with session.post(url + "/api/generate", json=body) as resp:
+            # The same deterministic request every run: without this the gateway's cache would answer it.
+            async with session.post(url + "/api/generate", json=body, headers={"X-Shared-Ollama-Cache": "off"}) as resp:
                 async for line in resp.content:
                     if line.strip():
                         tokens += 1
