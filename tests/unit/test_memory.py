@@ -90,3 +90,31 @@ async def test_memory_pressure_with_everything_busy_unloads_nothing() -> None:
     mm = manager(engine, clock, memory, busy={"a", "b"})
     assert await mm.check() == []
     assert engine.unloaded == []
+
+
+async def test_names_are_compared_as_the_engine_lists_them() -> None:
+    engine, clock, memory = FakeEngine(["all-minilm:latest", "x:latest"]), Clock(), [99.0]
+    mm = manager(engine, clock, memory, busy={"all-minilm"})  # requests name it without its tag
+    mm.touch("x")
+    clock.now += 100
+    done = await mm.check()
+    assert [d["model"] for d in done] == ["x:latest"], "busy under its short name: never unloaded"
+    assert engine.models == ["all-minilm:latest"]
+
+
+async def test_a_model_used_while_the_pass_runs_is_spared() -> None:
+    engine, clock, memory = FakeEngine(["a", "b"]), Clock(), [99.0]
+    mm = manager(engine, clock, memory)
+    mm.touch("a")
+    clock.now += 1
+    mm.touch("b")
+    clock.now += 1
+
+    async def unload_then_b_is_used(model: str) -> None:
+        engine.models.remove(model)
+        clock.now += 0.5
+        mm.touch("b")  # a request for b started while a was being unloaded
+
+    mm.unload = unload_then_b_is_used
+    assert [d["model"] for d in await mm.check()] == ["a"]
+    assert engine.models == ["b"]

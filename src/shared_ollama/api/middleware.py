@@ -112,6 +112,9 @@ class RequestIdMiddleware:
         token = REQUEST_ID.set(request_id)
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:  # rendered as a 500 by the outermost error handler, outside this middleware
+            record.status, record.code, finished = 500, "internal_error", True
+            raise
         finally:
             REQUEST_ID.reset(token)
             if path not in _NOT_RECORDED:

@@ -12,7 +12,10 @@ Whatever happens (completion, error, timeout, cancellation) the place and the sl
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+import logging
 import time
 import uuid
 from collections import Counter
@@ -28,6 +31,7 @@ from shared_ollama.service.scheduler import Scheduler, Ticket
 from shared_ollama.service.stats import RecentTimes
 
 JsonDict = dict[str, Any]
+log = logging.getLogger(__name__)
 TENANT_HEADER = "X-Shared-Ollama-Tenant"
 LIMIT_HEADER = "X-Shared-Ollama-Inflight-Limit"
 REMAINING_HEADER = "X-Shared-Ollama-Inflight-Remaining"
@@ -55,6 +59,7 @@ class Admission:
         self._clock = clock
         self._prefix = uuid.uuid4().hex[:12]  # places are unique across replicas sharing Redis
         self._next = itertools.count(1).__next__
+        self._releasing: set[asyncio.Task[None]] = set()
 
     def record_rejection(self, code: str) -> None:
         self.rejections[code] += 1
@@ -68,7 +73,12 @@ class Admission:
         arrived = self._clock()
         ctx.headers[TENANT_HEADER] = tenant.name
         ctx.headers[LIMIT_HEADER] = str(cap)
-        if not await self.counter.acquire(key, member, cap):
+        try:
+            acquired = await self.counter.acquire(key, member, cap)
+        except asyncio.CancelledError:  # the place may have been taken just before the cancellation
+            self._release_later(key, member)
+            raise
+        if not acquired:
             raise self._busy(ctx, kind, cap)
         try:
             ctx.headers[REMAINING_HEADER] = str(max(0, cap - await self.counter.count(key)))
@@ -81,7 +91,26 @@ class Admission:
             finally:
                 self.scheduler.release(ticket)
         finally:
-            await self.counter.release(key, member)
+            await self._release(key, member)
+
+    async def _release(self, key: str, member: str) -> None:
+        """Give a place back even when this task is being cancelled (a client hanging up on a stream): the
+        release runs in a task of its own that the cancellation cannot interrupt. A failed release is logged,
+        not raised: a shared place then expires with its lease."""
+        task = self._release_later(key, member)
+        with contextlib.suppress(SharedOllamaError):  # logged by _released
+            await asyncio.shield(task)
+
+    def _release_later(self, key: str, member: str) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(self.counter.release(key, member))
+        self._releasing.add(task)
+        task.add_done_callback(self._released)
+        return task
+
+    def _released(self, task: asyncio.Task[None]) -> None:
+        self._releasing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("releasing an in-flight place failed: %s", task.exception())
 
     async def precheck(self, ctx: RequestContext, kind: str) -> None:
         """Refuse early a request whose tenant is already at its cap (before costly work such as decoding

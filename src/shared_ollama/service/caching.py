@@ -9,6 +9,7 @@ model's answers. Hits skip admission entirely: no queue place, no engine slot.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,8 @@ from shared_ollama.service.context import RequestContext
 JsonDict = dict[str, Any]
 SIMILARITY_HEADER = "X-Shared-Ollama-Cache-Similarity"
 _DIGESTS_TTL = 30.0
+_DIGESTS_RETRY = 5.0
+_DIGESTS_WAIT = 2.0
 
 
 class Caching:
@@ -34,25 +37,35 @@ class Caching:
         self._clock = clock
         self._digests: dict[str, str] = {}
         self._digests_until = 0.0
+        self._refreshing = asyncio.Lock()
 
     def forget(self, model: str) -> None:
         self._digests_until = 0.0
 
     async def digest(self, model: str) -> str | None:
+        """The model's digest, from one ``/api/tags`` shared by concurrent requests (bounded wait; a failure is
+        remembered for a few seconds, so a struggling engine is not asked again by every request)."""
         if self._clock() >= self._digests_until:
-            try:
-                tags = orjson.loads(await self.client.request("GET", "/api/tags"))
-            except (SharedOllamaError, orjson.JSONDecodeError):
-                return None
-            self._digests = {
-                str(name): str(m.get("digest", ""))
-                for m in tags.get("models", [])
-                if isinstance(m, dict)
-                for name in {m.get("name"), m.get("model")}
-                if name
-            }
-            self._digests_until = self._clock() + _DIGESTS_TTL
+            async with self._refreshing:
+                if self._clock() >= self._digests_until:
+                    await self._refresh()
         return self._digests.get(model) or self._digests.get(f"{model}:latest")
+
+    async def _refresh(self) -> None:
+        try:
+            async with asyncio.timeout(_DIGESTS_WAIT):
+                tags = orjson.loads(await self.client.request("GET", "/api/tags"))
+        except (SharedOllamaError, orjson.JSONDecodeError, TimeoutError):
+            self._digests, self._digests_until = {}, self._clock() + _DIGESTS_RETRY
+            return
+        self._digests = {
+            str(name): str(m.get("digest", ""))
+            for m in tags.get("models", [])
+            if isinstance(m, dict)
+            for name in {m.get("name"), m.get("model")}
+            if name
+        }
+        self._digests_until = self._clock() + _DIGESTS_TTL
 
     def mode(self, ctx: RequestContext, body: JsonDict, body_mode: str | None) -> str:
         if not self.cache.config.enabled:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,7 +21,7 @@ from shared_ollama.backends.client import EngineClient
 from shared_ollama.backends.supervisor import EngineState, EngineSupervisor
 from shared_ollama.errors import InvalidRequest, RequestTimeout, SharedOllamaError
 from shared_ollama.service.admission import Admission, Admitted
-from shared_ollama.service.cache import aggregate_ndjson, path_kind
+from shared_ollama.service.cache import Hit, aggregate_ndjson, path_kind
 from shared_ollama.service.caching import Caching
 from shared_ollama.service.context import RequestContext
 from shared_ollama.service.memory import MemoryManager
@@ -111,14 +111,13 @@ class Gateway:
     async def _check(
         self, ctx: RequestContext, path: str, body: JsonDict, compression: Compression | None = None
     ) -> None:
-        """What can be refused before admission: a full queue (free to check), the prompt's size, then the
-        images (checked and compressed here, in the gateway's own workers, before taking an engine slot)."""
+        """What can be refused before the cache and admission: the prompt's size, then the images (checked and
+        compressed here, in the gateway's own workers, before taking an engine slot; the cache key hashes them)."""
         ctx.record.model = str(body["model"])
         if path in _PROMPTED or path == "/api/embed":
             self._pin(ctx, body)
         if self.settings.log_prompts:
             log.debug("prompt of %s: %s", ctx.request_id, orjson.dumps(body.get("messages") or body.get("prompt")))
-        self.admission.scheduler.check_room()
         if path in _PROMPTED:
             await check_prompt_size(self.client, body, ctx.tenant.limits.max_prompt_tokens)
             if request_kind(body) == "vision":
@@ -147,10 +146,10 @@ class Gateway:
         mode = self._cache_mode(ctx, path, body, cache)
         await self._check(ctx, path, body, compression)
         if mode != "off":
-            assert self.caching is not None
-            hit = await self.caching.lookup(ctx, body, mode)
+            hit = await self._lookup(ctx, body, mode)
             if hit is not None:
                 return hit.body
+        self.admission.scheduler.check_room()  # a full queue is refused without touching the engine
         async with self.admission.admit(ctx, str(body["model"]), request_kind(body)) as admitted:
             self._started(ctx, admitted)
             try:
@@ -184,10 +183,12 @@ class Gateway:
         ctx.record.stream = True
         caching = self.caching if mode != "off" else None
         if caching is not None:
-            hit = await caching.lookup(ctx, body, mode)
+            hit = await self._lookup(ctx, body, mode)
             if hit is not None:
                 yield _replay(hit.ndjson())
                 return
+        self.admission.scheduler.check_room()
+        completed: list[bytes] = []
         async with self.admission.admit(ctx, str(body["model"]), request_kind(body)) as admitted:
             self._started(ctx, admitted)
             try:
@@ -197,16 +198,21 @@ class Gateway:
             except TimeoutError:
                 raise _overtime(admitted) from None
 
-            async def finished(collected: list[bytes]) -> None:
-                answer = aggregate_ndjson(collected, path_kind(body))
-                if caching is not None and answer is not None:
-                    await caching.store(ctx, body, mode, answer)
-
             try:
-                yield _within(lines, admitted, ctx, finished if caching is not None else None)
+                yield _within(lines, admitted, ctx, completed if caching is not None else None)
             finally:
                 self._used(admitted)
                 await opened.__aexit__(None, None, None)
+        # Only a stream that ran to its end left lines here; it is stored after its slot and place are free.
+        answer = aggregate_ndjson(completed, path_kind(body)) if caching is not None and completed else None
+        if caching is not None and answer is not None:
+            await caching.store(ctx, body, mode, answer)
+
+    async def _lookup(self, ctx: RequestContext, body: JsonDict, mode: str) -> Hit | None:
+        assert self.caching is not None
+        if mode == "semantic":  # a semantic lookup asks the engine for an embedding: not for a tenant at its cap
+            await self.admission.precheck(ctx, request_kind(body))
+        return await self.caching.lookup(ctx, body, mode)
 
     def _started(self, ctx: RequestContext, admitted: Admitted) -> None:
         ctx.record.engine = True
@@ -283,21 +289,21 @@ async def _within(
     lines: AsyncIterator[bytes],
     admitted: Admitted,
     ctx: RequestContext,
-    finished: Callable[[list[bytes]], Awaitable[None]] | None = None,
+    completed: list[bytes] | None = None,
 ) -> AsyncIterator[bytes]:
     """The engine's lines until the request's deadline (past it, ``request_timeout`` ends the stream);
-    the first line's time and the final line's counts go into the request's record. With ``finished``, the
-    lines of a stream that ran to its end are handed to it (for the cache)."""
+    the first line's time and the final line's counts go into the request's record. With ``completed``, the
+    lines of a stream that ran to its end are left there (for the cache); a cut-off stream leaves nothing."""
     iterator = aiter(lines)
-    collected: list[bytes] | None = [] if finished is not None else None
+    seen: list[bytes] = []
     first = True
     while True:
         try:
             async with asyncio.timeout(admitted.remaining()):
                 line = await anext(iterator)
         except StopAsyncIteration:
-            if finished is not None and collected is not None:
-                await finished(collected)
+            if completed is not None:
+                completed.extend(seen)
             return
         except TimeoutError:
             raise _overtime(admitted) from None
@@ -307,6 +313,6 @@ async def _within(
         if b'"done":true' in line:
             with contextlib.suppress(orjson.JSONDecodeError):
                 _account(ctx.record, orjson.loads(line))
-        if collected is not None:
-            collected.append(line)
+        if completed is not None:
+            seen.append(line)
         yield line

@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 JsonDict = dict[str, Any]
 
 
+def canonical(model: str) -> str:
+    """``name:tag`` as engines list it (``all-minilm`` is ``all-minilm:latest`` in ``/api/ps``)."""
+    return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
+
+
 def memory_percent() -> float:
     return float(psutil.virtual_memory().percent)
 
@@ -49,7 +54,10 @@ class MemoryManager:
     _task: asyncio.Task[None] | None = None
 
     def touch(self, model: str) -> None:
-        self.last_used[model] = self.clock()
+        self.last_used[canonical(model)] = self.clock()
+
+    def _busy(self) -> set[str]:
+        return {canonical(m) for m in self.busy()}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="memory-manager")
@@ -70,32 +78,39 @@ class MemoryManager:
                 log.warning("memory check failed", exc_info=True)
 
     async def check(self) -> list[JsonDict]:
-        """One pass; returns what it unloaded and why."""
+        """One pass; returns what it unloaded and why. Whether a model is busy or was just used is read again
+        right before each unload: a request may start for it while the pass waits on the engine."""
         done: list[JsonDict] = []
-        loaded = await self.loaded()
-        now = self.clock()
-        busy = set(self.busy())
+        names = {canonical(m): m for m in await self.loaded()}  # canonical -> as the engine lists it
+        loaded = list(names)
+        started = self.clock()
         for model in loaded:
-            last = self.last_used.setdefault(model, now)  # first seen now: its idle time starts now
-            idle = now - last
-            if model not in busy and idle > self.idle_timeout(model):
-                done.append(
-                    await self._unload(model, f"idle for {idle:.0f} s (timeout {self.idle_timeout(model):g} s)")
-                )
-        remaining = [m for m in loaded if m not in {d["model"] for d in done}]
+            self.last_used.setdefault(model, started)  # first seen now: its idle time starts now
+        for model in loaded:
+            idle = self.clock() - self.last_used[model]
+            timeout = self.idle_timeout(model)
+            if idle > timeout and self._still_idle(model, started):
+                done.append(await self._unload(model, names[model], f"idle for {idle:.0f} s (timeout {timeout:g} s)"))
+        unloaded = {d["model"] for d in done}
+        remaining = [m for m in loaded if names[m] not in unloaded]
         while remaining and (used := self.read_memory()) > self.high_percent:
-            candidates = [m for m in remaining if m not in busy]
+            candidates = [m for m in remaining if self._still_idle(m, started)]
             if not candidates:
                 log.warning("memory at %.1f %% but every loaded model is in use", used)
                 break
-            victim = min(candidates, key=lambda m: self.last_used.get(m, now))
-            done.append(await self._unload(victim, f"memory at {used:.1f} % > {self.high_percent:g} %"))
+            victim = min(candidates, key=lambda m: self.last_used.get(m, started))
+            reason = f"memory at {used:.1f} % > {self.high_percent:g} %"
+            done.append(await self._unload(victim, names[victim], reason))
             remaining.remove(victim)
         return done
 
-    async def _unload(self, model: str, reason: str) -> JsonDict:
+    def _still_idle(self, model: str, since: float) -> bool:
+        """Not busy now, and not used since the pass started."""
+        return model not in self._busy() and self.last_used.get(model, since) <= since
+
+    async def _unload(self, key: str, model: str, reason: str) -> JsonDict:
         await self.unload(model)
-        self.last_used.pop(model, None)
+        self.last_used.pop(key, None)
         entry = {"model": model, "reason": reason, "at": time.time()}
         self.unloaded = [*self.unloaded[-49:], entry]
         log.info("unloaded %s: %s", model, reason)
