@@ -97,6 +97,9 @@ class Admission:
         """Give a place back even when this task is being cancelled (a client hanging up on a stream): the
         release runs in a task of its own that the cancellation cannot interrupt. A failed release is logged,
         not raised: a shared place then expires with its lease."""
+        if not self.counter.remote:  # nothing to wait for, so nothing a cancellation could interrupt
+            await self.counter.release(key, member)
+            return
         task = self._release_later(key, member)
         with contextlib.suppress(SharedOllamaError):  # logged by _released
             await asyncio.shield(task)

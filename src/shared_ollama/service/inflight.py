@@ -12,6 +12,9 @@ from typing import Protocol
 
 
 class InflightCounter(Protocol):
+    remote: bool
+    """True when acquire and release talk to another process (a cancellation can interrupt them)."""
+
     async def acquire(self, key: str, member: str, cap: int) -> bool:
         """Take a place under ``key`` for ``member`` if fewer than ``cap`` are held; False when full."""
         ...
@@ -31,6 +34,8 @@ class InflightCounter(Protocol):
 
 class LocalInflight:
     """In-process places: the embedded default for a single gateway process."""
+
+    remote = False
 
     def __init__(self) -> None:
         self._held: dict[str, set[str]] = {}

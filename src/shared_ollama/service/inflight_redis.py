@@ -66,6 +66,8 @@ return #KEYS
 class RedisInflight:
     """``InflightCounter`` over Redis: caps that hold across every gateway replica sharing ``url``."""
 
+    remote = True
+
     def __init__(self, url: str, lease_seconds: float) -> None:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
