@@ -7,8 +7,7 @@ default, 0.95, is deliberately conservative: see docs/CACHE.md).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ import orjson
 import pytest
 
 from tests.e2e.conftest import start_gateway
-from tests.support.processes import stop
+from tests.support.processes import poll, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -30,14 +29,6 @@ CACHE = "X-Shared-Ollama-Cache"
 def ask(text: str, history: list[dict[str, str]] | None = None, **extra: object) -> dict[str, object]:
     messages = [*(history or []), {"role": "user", "content": text}]
     return {"model": MODEL, "messages": messages, "stream": False, "options": DETERMINISTIC, **extra}
-
-
-def poll(check: Callable[[], bool], what: str, limit: float = 30.0) -> None:
-    deadline = time.monotonic() + limit
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        time.sleep(0.2)  # polling interval, not synchronisation
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,22 +14,13 @@ import pytest
 
 from shared_ollama.protocol.modelfile import parse_modelfile
 from tests.e2e.conftest import start_gateway
-from tests.support.processes import stop
+from tests.support.processes import poll, stop
 
 pytestmark = pytest.mark.e2e
 
 BASE = "smollm2:135m"
 HI = [{"role": "user", "content": "Hello"}]
 OPTIONS = {"num_predict": 2, "temperature": 0, "seed": 1}
-
-
-def poll(check: Callable[[], bool], what: str, limit: float = 30.0) -> None:
-    """Bounded polling for a state the service reaches on its own (a background task's pass)."""
-    deadline = time.monotonic() + limit
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        time.sleep(0.1)  # polling interval, not synchronisation
 
 
 @pytest.fixture(scope="module")

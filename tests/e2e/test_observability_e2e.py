@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import start_gateway
-from tests.support.processes import free_port, spawn, stop, wait_http_ok
+from tests.support.processes import fake_engine_process, free_port, spawn, stop, wait_http_ok
 
 pytestmark = pytest.mark.e2e
 
@@ -80,22 +79,8 @@ def sample_sum(text: str, family: str, suffix: str, **labels: str) -> float:
 @pytest.fixture(scope="module")
 def fake_engine(artifacts_dir: Path) -> Iterator[str]:
     """The scripted engine in a process of its own, shared by the module's gateways."""
-    port = free_port()
-    with open(artifacts_dir / "fake-engine-observability.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.fake_engine", "--port", str(port)],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http_ok(f"{url}/api/version", proc, timeout=30)
+    with fake_engine_process(artifacts_dir / "fake-engine-observability.log") as url:
         yield url
-    finally:
-        stop(proc)
 
 
 class Gateways:

@@ -7,10 +7,8 @@ so every step decides exactly when they finish. Waiting is readiness polling wit
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -20,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.processes import free_port, spawn, stop, wait_http_ok
+from tests.support.processes import fake_engine_process, free_port, spawn, stop, wait_http_ok
 
 JsonDict = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,22 +84,9 @@ class EngineProcess:
 
 @pytest.fixture(scope="module")
 def engine_process(artifacts_dir: Path) -> Iterator[str]:
-    port = free_port()
-    with open(artifacts_dir / "fake-engine-redis.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.fake_engine", "--port", str(port)],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http_ok(f"{url}/api/version", proc, timeout=30)
+    """The scripted engine in a process of its own, shared by the module's gateways."""
+    with fake_engine_process(artifacts_dir / "fake-engine-redis.log") as url:
         yield url
-    finally:
-        stop(proc)
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -63,3 +64,35 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=timeout)
+
+
+@contextmanager
+def fake_engine_process(log_path: Path) -> Iterator[str]:
+    """The scripted engine (``tests/support/fake_engine.py``) in a process of its own; yields its URL."""
+    root = Path(__file__).resolve().parents[2]
+    port = free_port()
+    python_path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.fake_engine", "--port", str(port)],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": python_path},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http_ok(f"{url}/api/version", proc, timeout=30)
+        yield url
+    finally:
+        stop(proc)
+
+
+def poll(check: Callable[[], bool], what: str, limit: float = 30.0) -> None:
+    """Wait (bounded) for a state the service reaches on its own, such as a background task's pass."""
+    deadline = time.monotonic() + limit
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}")
+        time.sleep(0.1)  # polling interval, not synchronisation between test steps

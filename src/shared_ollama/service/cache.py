@@ -29,7 +29,8 @@ from typing import Any
 import orjson
 
 from shared_ollama.errors import InvalidRequest
-from shared_ollama.service.cache_store import CacheStore, Entry, MemoryStore, aggregate_ndjson, replay_ndjson
+from shared_ollama.service.cache_replay import aggregate_ndjson, replay_ndjson
+from shared_ollama.service.cache_store import CacheStore, Entry, MemoryStore
 
 __all__ = [
     "CACHE_HEADER",
