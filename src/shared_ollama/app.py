@@ -101,7 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         gateway.caching = Caching(cache, client)
         app.state.gateway = gateway
-        app.state.telemetry = Telemetry(analytics, gateway.live_state)
+        app.state.telemetry = Telemetry(analytics, gateway.live_state, access_log=settings.access_log)
         plan = supervisor.plan
         gateway.profile = await choose_profile(settings, gateway, can_pull=plan is not None and plan.kind != "embedded")
         gateway.memory = memory_manager(settings, gateway)

@@ -16,12 +16,14 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from shared_ollama.app import create_app
-    from shared_ollama.logs import configure_logging
+    from shared_ollama.logs import configure_logging, flush_on_stop_signals
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         settings = settings.model_copy(update=overrides)
-    configure_logging(settings.log_level, settings.data_dir / "logs" if settings.log_file else None)
+    flush_on_stop_signals(
+        configure_logging(settings.log_level, settings.data_dir / "logs" if settings.log_file else None)
+    )
     # A request allocates a few hundred short-lived objects; at the default threshold (700) the young
     # generation is collected several times per request under load. Requests free what they allocate, so
     # collecting rarely loses nothing and gives back ~8 % of the gateway's CPU (bench/run.py).

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_prompts: bool = False
     """Log prompts (at debug level). Off by default: prompts are the tenants' data."""
+    access_log: bool = True
+    """One JSON line per finished request (at info level)."""
     log_file: bool = True
     """Also write the JSON logs to ``<data_dir>/logs/api.log`` (rotated at 10 MiB, 5 kept)."""
     analytics_retention_days: float = Field(default=30.0, gt=0)

@@ -98,9 +98,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
     """Run the engine until SIGINT/SIGTERM (uvicorn's graceful shutdown, then every model is unloaded)."""
     import uvicorn
 
-    from shared_ollama.logs import configure_logging
+    from shared_ollama.logs import configure_logging, flush_on_stop_signals
 
-    configure_logging(settings.log_level)
+    flush_on_stop_signals(configure_logging(settings.log_level))
     uvicorn.run(
         create_engine_app(settings),
         host=host,

@@ -23,8 +23,11 @@ JsonDict = dict[str, Any]
 
 
 class Telemetry:
-    def __init__(self, analytics: AnalyticsStore, live: Callable[[], LiveState | None]) -> None:
+    def __init__(
+        self, analytics: AnalyticsStore, live: Callable[[], LiveState | None], *, access_log: bool = True
+    ) -> None:
         self.analytics = analytics
+        self.access_log = access_log
         self.metrics = Metrics(live)
         self.perf = PerformanceWindow()
         self.started = time.time()
@@ -62,7 +65,7 @@ class Telemetry:
                     "code": rec.code,
                 }
             )
-        if log.isEnabledFor(logging.INFO):
+        if self.access_log and log.isEnabledFor(logging.INFO):
             log.info(
                 "%s %s %s",
                 rec.route,
