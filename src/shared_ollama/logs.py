@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 
+_MAX_BYTES = 10 * 2**20
 REQUEST_ID: ContextVar[str | None] = ContextVar("shared_ollama_request_id", default=None)
 """The request being served in this task (set by the request-id middleware; tasks inherit it)."""
 
@@ -36,44 +37,90 @@ class JsonFormatter(logging.Formatter):
             entry.update(fields)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc"] = record.exc_text
         return orjson.dumps(entry, default=str).decode()
 
 
-class _RequestIdQueueHandler(logging.handlers.QueueHandler):
-    """Hands records to the writer thread, with the request id read here (the context is this task's)."""
+class _QueueHandler(logging.Handler):
+    """Puts records on the writer thread's queue, with the request id read here (the context is this task's).
+    Nothing is formatted on the caller's thread."""
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord | None]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
         if not getattr(record, "request_id", None):
             record.request_id = REQUEST_ID.get()
-        return super().prepare(record)
+        if record.exc_info:  # the traceback objects must not outlive this thread's frame
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        self.records.put(record)
+
+
+class _Writer(threading.Thread):
+    """Formats and writes records in batches: one write per destination for everything queued meanwhile."""
+
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord | None], log_file: Path | None) -> None:
+        super().__init__(name="shared-ollama-logs", daemon=True)
+        self.records = records
+        self.formatter = JsonFormatter()
+        self.file = (
+            logging.handlers.RotatingFileHandler(log_file, maxBytes=_MAX_BYTES, backupCount=5) if log_file else None
+        )
+
+    def run(self) -> None:
+        running = True
+        while running:
+            batch = [self.records.get()]
+            while len(batch) < 1024:
+                try:
+                    batch.append(self.records.get_nowait())
+                except queue.Empty:
+                    break
+            running = None not in batch
+            text = "".join(self.formatter.format(r) + "\n" for r in batch if r is not None)
+            if text:
+                self._write(text)
+
+    def _write(self, text: str) -> None:
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+            if self.file is not None:
+                stream = self.file.stream
+                if stream.tell() >= _MAX_BYTES:
+                    self.file.doRollover()
+                    stream = self.file.stream
+                stream.write(text)
+                stream.flush()
+        except (OSError, ValueError):  # a closed stderr or a full disk must not kill the writer
+            pass
 
 
 def configure_logging(level: str, log_dir: Path | None = None) -> Callable[[], None]:
     """JSON lines on stderr, and in ``log_dir/api.log`` (10 MiB x 5 rotation) when a directory is given.
 
-    Records are written by a thread of their own (a queue in between), so a slow disk or a full stderr pipe
-    never stalls the event loop. Returns the function that writes out what is queued and stops the thread
-    (also registered to run at exit)."""
-    formatter = JsonFormatter()
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    Records are formatted and written by a thread of their own, in batches, so neither a slow disk nor a full
+    stderr pipe stalls the event loop. Returns the function that writes out what is queued and stops the
+    thread (also registered to run at exit)."""
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.handlers.RotatingFileHandler(log_dir / "api.log", maxBytes=10 * 2**20, backupCount=5))
-    for handler in handlers:
-        handler.setFormatter(formatter)
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(records, *handlers)
-    listener.start()
+    records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+    writer = _Writer(records, log_dir / "api.log" if log_dir is not None else None)
+    writer.start()
     stopped = threading.Event()
 
     def flush() -> None:
         if not stopped.is_set():
             stopped.set()
-            listener.stop()
+            records.put(None)
+            writer.join(timeout=5)
 
     atexit.register(flush)
     root = logging.getLogger()
-    root.handlers[:] = [_RequestIdQueueHandler(records)]
+    root.handlers[:] = [_QueueHandler(records)]
     root.setLevel(level.upper())
     return flush
 
