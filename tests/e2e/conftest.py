@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,14 +25,14 @@ def model_store() -> Path:
     return settings.store_dir
 
 
-@pytest.fixture(scope="session")
-def engine_url(model_store: Path, artifacts_dir: Path) -> Iterator[str]:
-    """A real embedded engine process on a free loopback port, shared by the session."""
+@contextmanager
+def engine_process(store: Path, log_path: Path) -> Iterator[str]:
+    """A real embedded engine process on a free loopback port serving ``store``; yields its URL."""
     port = free_port()
     proc = spawn(
         ["engine", "--host", "127.0.0.1", "--port", str(port)],
-        env={"SHARED_OLLAMA_MODELS_DIR": str(model_store)},
-        log_path=artifacts_dir / "engine-e2e.log",
+        env={"SHARED_OLLAMA_MODELS_DIR": str(store)},
+        log_path=log_path,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -39,6 +40,13 @@ def engine_url(model_store: Path, artifacts_dir: Path) -> Iterator[str]:
         yield url
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def engine_url(model_store: Path, artifacts_dir: Path) -> Iterator[str]:
+    """A real embedded engine process on a free loopback port, shared by the session."""
+    with engine_process(model_store, artifacts_dir / "engine-e2e.log") as url:
+        yield url
 
 
 def start_gateway(

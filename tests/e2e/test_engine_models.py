@@ -18,7 +18,7 @@ import pytest
 
 from shared_ollama.engine.store import ModelStore
 from shared_ollama.protocol.modelfile import parse_modelfile
-from tests.support.processes import free_port, spawn, stop, wait_http_ok
+from tests.e2e.conftest import engine_process
 
 pytestmark = pytest.mark.e2e
 
@@ -55,19 +55,11 @@ def models_store(model_store: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def http(models_store: Path, artifacts_dir: Path) -> Iterator[httpx.Client]:
-    port = free_port()
-    proc = spawn(
-        ["engine", "--host", "127.0.0.1", "--port", str(port)],
-        env={"SHARED_OLLAMA_MODELS_DIR": str(models_store)},
-        log_path=artifacts_dir / "engine-models-e2e.log",
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http_ok(f"{url}/api/version", proc)
-        with httpx.Client(base_url=url, timeout=120) as client:
-            yield client
-    finally:
-        stop(proc)
+    with (
+        engine_process(models_store, artifacts_dir / "engine-models-e2e.log") as url,
+        httpx.Client(base_url=url, timeout=120) as client,
+    ):
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from shared_ollama.engine.tiny_vision import IMAGE_TOKENS, TINY_VISION_NAME
-from tests.support.processes import free_port, spawn, stop, wait_http_ok
+from tests.e2e.conftest import engine_process
 
 pytestmark = pytest.mark.e2e
 
@@ -27,19 +27,11 @@ OPTIONS = {"num_predict": 2, "temperature": 0, "seed": 1}
 
 @pytest.fixture(scope="module")
 def http(vision_store: Path, artifacts_dir: Path) -> Iterator[httpx.Client]:
-    port = free_port()
-    proc = spawn(
-        ["engine", "--host", "127.0.0.1", "--port", str(port)],
-        env={"SHARED_OLLAMA_MODELS_DIR": str(vision_store)},
-        log_path=artifacts_dir / "engine-vision-e2e.log",
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http_ok(f"{url}/api/version", proc)
-        with httpx.Client(base_url=url, timeout=120) as client:
-            yield client
-    finally:
-        stop(proc)
+    with (
+        engine_process(vision_store, artifacts_dir / "engine-vision-e2e.log") as url,
+        httpx.Client(base_url=url, timeout=120) as client,
+    ):
+        yield client
 
 
 def _png() -> str:
