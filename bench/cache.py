@@ -20,8 +20,8 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 
-from shared_ollama.service.cache import CacheConfig, ResponseCache, cache_key
-from shared_ollama.service.cache_store import Entry, MemoryStore, VectorIndex
+from shared_ollama.service.cache.memory_store import Entry, MemoryStore, VectorIndex
+from shared_ollama.service.cache.response import CacheConfig, ResponseCache, cache_key
 
 DIM = 384
 

@@ -20,7 +20,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from shared_ollama.service.images import ImageProcessor
+from shared_ollama.service.images.pipeline import ImageProcessor
 from shared_ollama.settings import Settings
 
 

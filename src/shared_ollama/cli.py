@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -28,17 +29,38 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     # generation is collected several times per request under load. Requests free what they allocate, so
     # collecting rarely loses nothing and gives back ~8 % of the gateway's CPU (bench/run.py).
     gc.set_threshold(10_000, 20, 20)
-    uvicorn.run(
+    try:  # bound before anything starts: a port in use stops here, before the engine is started
+        sock = _bind(settings.host, settings.port)
+    except OSError as exc:
+        print(
+            f"shared-ollama: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr
+        )
+        return 2
+    config = uvicorn.Config(
         create_app(settings),
-        host=settings.host,
-        port=settings.port,
         log_level=settings.log_level,
         log_config=None,  # uvicorn's own lines go through the JSON handlers too
         access_log=False,
         loop="uvloop",
         http="httptools",
+        lifespan="on",  # a failed start-up stops the process (not "lifespan unsupported")
     )
-    return 0
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    return 0 if server.started else 1
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _cmd_engine(settings: Settings, args: argparse.Namespace) -> int:

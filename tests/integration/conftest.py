@@ -1,12 +1,18 @@
-"""The gateway in process (ASGI) against the scripted fake engine, for faults and edge cases."""
+"""The gateway in process (ASGI) against the scripted fake engine, for faults and edge cases.
+
+Also the helpers the tests share for talking to a served gateway: request bodies, tenant headers, gate names,
+HTTP clients and the queue stats (with the check that every counter drained back to zero).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -120,3 +126,64 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, limit: float = 
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for: {what}")
         await asyncio.sleep(0.01)
+
+
+JsonDict = dict[str, Any]
+
+
+def chat(gate: str | None = None, *, model: str = "fake", stream: bool = False, **options: Any) -> JsonDict:
+    opts: JsonDict = dict(options)
+    if gate:
+        opts["fake_gate"] = gate
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream, "options": opts}
+
+
+def project(name: str) -> dict[str, str]:
+    return {"X-Shared-Ollama-Project": name}
+
+
+@pytest.fixture
+def http_client_options() -> dict[str, Any]:
+    """How ``http`` makes its clients; a module overrides this fixture for another timeout or pool size."""
+    return {"timeout": 30, "limits": httpx.Limits(max_connections=400)}
+
+
+@pytest.fixture
+async def http(http_client_options: dict[str, Any]) -> AsyncIterator[Callable[[ServedGateway], httpx.AsyncClient]]:
+    """Clients for served gateways, all closed after the test."""
+    clients: list[httpx.AsyncClient] = []
+
+    def make(gw: ServedGateway) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(base_url=gw.url, **http_client_options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+def gate_name() -> str:
+    return uuid.uuid4().hex
+
+
+async def stats(client: httpx.AsyncClient) -> JsonDict:
+    resp = await client.get("/api/v1/queue/stats")
+    assert resp.status_code == 200
+    return dict(resp.json())
+
+
+async def assert_drained(client: httpx.AsyncClient) -> None:
+    """Every counter back to exactly zero."""
+
+    async def drained() -> bool:
+        s = await stats(client)
+        return s["queue_depth"] == 0 and s["engine_slots"]["in_use"] == 0
+
+    await until(drained, "queue and slots drained")
+    s = await stats(client)
+    for name, kinds in s["tenants"].items():
+        for kind, row in kinds.items():
+            assert row["in_flight"] == 0, (name, kind, row)
+            for priority in ("interactive", "batch"):
+                assert row[priority] == {"queued": 0, "running": 0}, (name, kind, row)

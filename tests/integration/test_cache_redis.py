@@ -11,10 +11,10 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from shared_ollama.service.cache import CacheConfig, Entry, ResponseCache, make_store
-from shared_ollama.service.cache_redis import PREFIX, RedisStore
+from shared_ollama.service.cache.redis_store import PREFIX, RedisStore
+from shared_ollama.service.cache.response import CacheConfig, Entry, ResponseCache, make_store
+from tests.support.cache import PARAPHRASE, QUESTION, answer, bag_of_words, chat
 from tests.support.processes import free_port
-from tests.unit.test_cache import PARAPHRASE, QUESTION, answer, bag_of_words, chat
 
 POLL_TIMEOUT = 10.0
 DB = 3

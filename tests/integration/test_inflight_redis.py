@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from shared_ollama.errors import BackendUnavailable
-from shared_ollama.service.inflight_redis import KEY_PREFIX, RedisInflight
+from shared_ollama.service.admission.inflight_redis import KEY_PREFIX, RedisInflight
 from tests.support.processes import free_port
 
 POLL_TIMEOUT = 10.0

@@ -8,8 +8,7 @@ from collections.abc import Callable
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import Engine, ServedGateway, until
-from tests.integration.test_admission import chat, gate_name, project
+from tests.integration.conftest import Engine, ServedGateway, chat, gate_name, project, until
 
 Start = Callable[..., ServedGateway]
 Labels = dict[str, str]

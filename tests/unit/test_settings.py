@@ -1,4 +1,4 @@
-"""The one settings object."""
+"""The one settings object, and how it shows itself with secrets masked."""
 
 from __future__ import annotations
 
@@ -35,3 +35,34 @@ def test_settings_are_immutable_and_models_dir_overrides() -> None:
         settings.port = 1  # type: ignore[misc]
     assert settings.threads >= 1
     assert settings.public_dict()["default_model"] == "smollm2:135m"
+
+
+# ---------------------------------------------------------------------------------------------- public_dict masking
+
+
+@pytest.mark.usefixtures("isolated_env")
+def test_public_dict_masks_api_keys_and_the_redis_password() -> None:
+    settings = Settings(api_keys="a:k1-secret,b:k2-secret:admin", redis_url="redis://user:p4ss@w0rd@redis.local:6379/0")
+    shown = settings.public_dict()
+    assert shown["api_keys"] == "***"
+    assert shown["redis_url"] == "redis://***@redis.local:6379/0"
+    text = repr(shown)
+    for secret in ("k1-secret", "k2-secret", "p4ss", "w0rd", "user"):
+        assert secret not in text
+
+
+@pytest.mark.usefixtures("isolated_env")
+def test_public_dict_leaves_harmless_values_alone() -> None:
+    shown = Settings(redis_url="redis://redis.local:6379/0").public_dict()
+    assert shown["api_keys"] == ""
+    assert shown["redis_url"] == "redis://redis.local:6379/0"
+    assert Settings().public_dict()["redis_url"] is None
+
+
+# (settings.py, Settings.public_dict): a redis_url with credentials but no "scheme://" (e.g. a mistyped
+# "user:pw@host:6379") is not masked: partition("://") leaves the whole value in ``scheme`` and the result is
+# "user:pw@host:6379://***@", which still shows the password in ``shared-ollama config show``.
+@pytest.mark.usefixtures("isolated_env")
+def test_public_dict_masks_a_password_even_without_a_scheme() -> None:
+    shown = Settings(redis_url="user:pw-secret@redis.local:6379").public_dict()
+    assert "pw-secret" not in str(shown["redis_url"])

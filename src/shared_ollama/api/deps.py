@@ -7,12 +7,13 @@ import time
 from fastapi import Request
 
 from shared_ollama.api.errors import request_id_of
+from shared_ollama.api.surfaces import surface_of
 from shared_ollama.errors import InvalidRequest
-from shared_ollama.service.context import RequestContext
+from shared_ollama.service.admission.context import RequestContext
+from shared_ollama.service.admission.scheduler import Priority
+from shared_ollama.service.admission.tenants import Tenant
 from shared_ollama.service.gateway import Gateway
-from shared_ollama.service.records import RequestRecord
-from shared_ollama.service.scheduler import Priority
-from shared_ollama.service.tenants import Tenant
+from shared_ollama.service.observability.records import RequestRecord
 
 PRIORITY_HEADER = "x-shared-ollama-priority"
 CACHE_HEADER = "x-shared-ollama-cache"
@@ -41,8 +42,11 @@ def authorized(request: Request) -> Gateway:
     return gateway_of(request)
 
 
-def context_of(request: Request, surface: str, priority: Priority | None = None) -> RequestContext:
+def context_of(request: Request, priority: Priority | None = None) -> RequestContext:
+    """The pipeline's context for this request: its tenant, priority (the header's unless given) and record; the
+    surface is the path's (``surfaces.surface_of``)."""
     tenant = tenant_of(request)
+    surface = surface_of(request.scope["path"])
     if priority is None:
         raw = request.headers.get(PRIORITY_HEADER, Priority.INTERACTIVE.value).strip().lower()
         try:

@@ -1,4 +1,7 @@
-"""One set of handlers that renders the error hierarchy per surface (DESIGN.md §2)."""
+"""One set of handlers that renders the error hierarchy per surface (DESIGN.md §2).
+
+A request gets OpenAI's error body iff ``surfaces.surface_of`` puts its path on the ``openai`` surface; every
+other surface gets the native flat body."""
 
 from __future__ import annotations
 
@@ -13,21 +16,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from shared_ollama.api.middleware import REQUEST_ID_HEADER, new_request_id
+from shared_ollama.api.surfaces import OPENAI, surface_of
 from shared_ollama.errors import (
     InternalError,
     InvalidRequest,
     NotFound,
     SharedOllamaError,
 )
-from shared_ollama.service.admission import is_rejection
+from shared_ollama.service.admission.gate import is_rejection
+from shared_ollama.web import CLIENT_CLOSED_STATUS, ClientDisconnected
 
 log = logging.getLogger(__name__)
-_CLIENT_CLOSED = 499
-"""Status logged for a request whose client went away before its answer (nobody receives it)."""
-
-
-class ClientDisconnected(Exception):
-    """The client went away before its answer was ready."""
 
 
 def request_id_of(request: Request) -> str:
@@ -36,10 +35,6 @@ def request_id_of(request: Request) -> str:
         rid = new_request_id()
         request.state.request_id = rid
     return str(rid)
-
-
-def is_openai_path(path: str) -> bool:
-    return path.startswith("/v1/") or path in ("/v1", "/api/v1/chat/completions", "/api/v1/vlm/openai")
 
 
 def native_error_body(exc: SharedOllamaError, request_id: str) -> dict[str, Any]:
@@ -69,7 +64,7 @@ def note_error(request: Request, exc: SharedOllamaError) -> None:
 def error_response(request: Request, exc: SharedOllamaError) -> Response:
     note_error(request, exc)
     request_id = request_id_of(request)
-    openai = is_openai_path(request.url.path)
+    openai = surface_of(request.scope["path"]) == OPENAI
     body = openai_error_body(exc, request_id) if openai else native_error_body(exc, request_id)
     headers = {REQUEST_ID_HEADER: request_id}
     if exc.retry_after is not None and exc.status in (429, 503):
@@ -106,7 +101,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, error)
 
     async def on_disconnect(request: Request, exc: Exception) -> Response:
-        return Response(status_code=_CLIENT_CLOSED)
+        return Response(status_code=CLIENT_CLOSED_STATUS)
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, TypeVar
 
@@ -14,13 +13,13 @@ from starlette.responses import Response, StreamingResponse
 
 from shared_ollama.api.deps import gateway_of, tenant_of
 from shared_ollama.api.errors import (
-    ClientDisconnected,
     native_error_body,
     note_error,
     openai_error_body,
     request_id_of,
 )
 from shared_ollama.errors import BackendError, InternalError, InvalidRequest, RequestTooLarge, SharedOllamaError
+from shared_ollama.web import parse_json_object, until_disconnect
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -55,15 +54,7 @@ async def read_json(request: Request, *, limit: int | None = None) -> JsonDict:
     gateway = gateway_of(request)
     tenant_of(request)
     body = await read_body(request, limit or gateway.settings.max_body_bytes)
-    if not body:
-        raise InvalidRequest("request body is empty; send a JSON object")
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"malformed JSON body: {exc}") from exc
-    if not isinstance(parsed, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return parsed
+    return parse_json_object(body)
 
 
 def validate(model: type[M], data: JsonDict) -> M:
@@ -86,37 +77,6 @@ async def parse(request: Request, model: type[M], *, limit: int | None = None) -
 def json_response(body: bytes | JsonDict, status: int = 200) -> Response:
     content = body if isinstance(body, bytes) else orjson.dumps(body)
     return Response(content, status_code=status, media_type=JSON)
-
-
-async def _wait_for_disconnect(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run ``work`` in this task; if the client disconnects first, cancel it (its ``finally`` blocks give the
-    queue place and the engine slot back before this returns) and raise ``ClientDisconnected``."""
-    current = asyncio.current_task()
-    assert current is not None
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        await _wait_for_disconnect(request)
-        gone = True
-        current.cancel()
-
-    watcher = asyncio.ensure_future(watch())
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if gone and current.uncancel() == 0:
-            raise ClientDisconnected from None
-        raise
-    finally:
-        watcher.cancel()
 
 
 def _frame_error(exc: BaseException) -> SharedOllamaError:

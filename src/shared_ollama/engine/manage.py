@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from shared_ollama.engine import defaults
-from shared_ollama.engine.handlers import NDJSON, ApiError, EngineApp, _line, _read_json, json_response
-from shared_ollama.engine.store import ModelEntry, _now, normalize_name
+from shared_ollama.engine.handlers import NDJSON, ApiError, EngineApp, json_response, ndjson_line, read_json
+from shared_ollama.engine.store import ModelEntry, normalize_name, utc_now
 from shared_ollama.protocol.modelfile import ROLES, ModelfileError, coerce_parameter, parse_modelfile
 
 JsonDict = dict[str, Any]
@@ -103,7 +103,7 @@ def derive(base: ModelEntry, name: str, body: JsonDict) -> ModelEntry:
         parameters={**base.parameters, **_parameters(body.get("parameters"))},
         messages=base.messages if messages is None else messages,
         license=base.license if license_ is None else license_,
-        modified_at=_now(),
+        modified_at=utc_now(),
     )
 
 
@@ -113,7 +113,7 @@ def _status_reply(lines: list[JsonDict], streamed: bool) -> Response:
 
     async def body() -> AsyncIterator[bytes]:
         for line in lines:
-            yield _line(line)
+            yield ndjson_line(line)
 
     return StreamingResponse(body(), media_type=NDJSON)
 
@@ -130,7 +130,7 @@ class ModelManager:
         self._pulling = asyncio.Lock()
 
     async def create(self, request: Request) -> Response:
-        body = await _read_json(request)
+        body = await read_json(request)
         if isinstance(body.get("modelfile"), str):  # the pre-0.5.5 form: Modelfile text
             try:
                 parsed = parse_modelfile(body.pop("modelfile")).to_create_request("")
@@ -160,7 +160,7 @@ class ModelManager:
         return _status_reply(lines, body.get("stream") is not False)
 
     async def copy(self, request: Request) -> Response:
-        body = await _read_json(request)
+        body = await read_json(request)
         source, destination = body.get("source"), body.get("destination")
         if not isinstance(source, str) or not source or not isinstance(destination, str) or not destination:
             raise ApiError(400, "source and destination are required")
@@ -168,7 +168,7 @@ class ModelManager:
         if entry is None:
             raise ApiError(404, f"model '{source}' not found")
         try:
-            copied = replace(entry, name=normalize_name(destination), modified_at=_now())
+            copied = replace(entry, name=normalize_name(destination), modified_at=utc_now())
         except ValueError as exc:
             raise ApiError(400, str(exc)) from exc
         if copied.name != entry.name:
@@ -178,7 +178,7 @@ class ModelManager:
         return Response(status_code=200)
 
     async def delete(self, request: Request) -> Response:
-        body = await _read_json(request)
+        body = await read_json(request)
         name = body.get("model") or body.get("name")
         if not isinstance(name, str) or not name:
             raise ApiError(400, "model is required")
@@ -189,7 +189,7 @@ class ModelManager:
         return Response(status_code=200)
 
     async def pull(self, request: Request) -> Response:
-        body = await _read_json(request)
+        body = await read_json(request)
         name = body.get("model") or body.get("name")
         if not isinstance(name, str) or not name:
             raise ApiError(400, "model is required")
@@ -209,7 +209,7 @@ class ModelManager:
 
         async def lines() -> AsyncIterator[bytes]:
             async for line in self._pull(model.name):
-                yield _line(line)
+                yield ndjson_line(line)
 
         return StreamingResponse(lines(), media_type=NDJSON)
 

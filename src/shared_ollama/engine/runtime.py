@@ -102,6 +102,10 @@ class LoadedModel:
     keep_alive: float | None = 300.0
     """Seconds to stay loaded after the last request; None = forever."""
     address: str = ""
+    generating: int = 0
+    """llama.cpp calls running now in worker threads (the engine's own view: it drops only when a call returns)."""
+    stop_wait: float = 5.0
+    """How long a stopped stream waits for llama.cpp to notice (it checks at the next token)."""
     _special: tuple[list[int], list[int]] | None = None
 
     @classmethod
@@ -161,11 +165,28 @@ class LoadedModel:
             kv_cache = 2 * layers * kv_heads * (width // heads) * self.num_ctx * self.slots * 2
         return self.entry.size + kv_cache
 
-    async def call(self, method: str, request: JsonDict) -> JsonDict:
+    def _run(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
+        """``fn(*args)`` on a worker thread, counted in ``generating`` until the thread's call returns (not until
+        its awaiting task is cancelled: a cancelled wait leaves llama.cpp running, and the count must say so)."""
         loop = asyncio.get_running_loop()
+        self.generating += 1
+        work = self.executor.submit(fn, *args)
+
+        def finished(_: object) -> None:  # on the worker thread, when ``fn`` has returned
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is counting any more
+                loop.call_soon_threadsafe(self._finished)
+
+        work.add_done_callback(finished)
+        return asyncio.wrap_future(work, loop=loop)
+
+    def _finished(self) -> None:
+        self.generating -= 1
+
+    async def call(self, method: str, request: JsonDict) -> JsonDict:
+        """A call that cannot be stopped once started (embeddings); generations use ``stream``."""
         fn = getattr(self.server, method)
         try:
-            return _check(await loop.run_in_executor(self.executor, fn, request))
+            return _check(await self._run(fn, request))
         except EngineCallError:
             raise
         except Exception as exc:
@@ -193,7 +214,7 @@ class LoadedModel:
             except Exception as exc:
                 put("error", exc)
 
-        future = loop.run_in_executor(self.executor, run)
+        future = self._run(run)
         try:
             while True:
                 kind, item = await queue.get()
@@ -207,7 +228,8 @@ class LoadedModel:
                     return
         finally:
             stop.set()
-            future.add_done_callback(lambda f: f.exception())
+            if not future.done():  # the model stays in use until llama.cpp has stopped (bounded)
+                await asyncio.wait({future}, timeout=self.stop_wait)
 
     async def embed(self, texts: list[str], truncate: bool = True) -> tuple[list[list[float]], int]:
         """Raw (unnormalised) pooled vectors and the prompt token count.

@@ -12,15 +12,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from shared_ollama.engine.handlers import ApiError, ClientGone, EngineApp, json_response
+from shared_ollama.engine.handlers import ApiError, EngineApp, json_response
 from shared_ollama.engine.manage import ModelManager
 from shared_ollama.engine.runtime import EngineCallError
 from shared_ollama.engine.tokenize import tokenize
 from shared_ollama.settings import Settings
+from shared_ollama.web import CLIENT_CLOSED_STATUS, ClientDisconnected
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Request], Awaitable[Response]]
-_CLIENT_CLOSED = 499
 """Status logged for a request whose client went away (nobody receives it)."""
 
 
@@ -35,8 +35,8 @@ def _guarded(handler: Handler) -> Handler:
             reply = json_response({"error": exc.message}, exc.status)
         except EngineCallError as exc:
             reply = json_response({"error": str(exc)}, exc.status if 400 <= exc.status < 600 else 500)
-        except ClientGone:
-            reply = Response(status_code=_CLIENT_CLOSED)
+        except ClientDisconnected:
+            reply = Response(status_code=CLIENT_CLOSED_STATUS)
         except Exception as exc:
             log.exception("%s %s failed", request.method, request.url.path)
             reply = json_response({"error": f"internal error: {exc.__class__.__name__}: {exc}"}, 500)

@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from shared_ollama.protocol.names import canonical_model
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*(:[A-Za-z0-9][A-Za-z0-9._\-]*)?$")
 _SKIPPED_KEYS = ("general.name", "tokenizer.chat_template")
 """GGUF keys left out of ``model_info`` (as Ollama's /api/show does); arrays are left out too."""
@@ -33,10 +35,10 @@ def normalize_name(name: str) -> str:
     name = name.strip()
     if not _NAME.match(name) or ".." in name:
         raise ValueError(f"invalid model name {name!r}")
-    return name if ":" in name else f"{name}:latest"
+    return canonical_model(name)
 
 
-def _now() -> str:
+def utc_now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -59,7 +61,7 @@ class ModelEntry:
     parameters: dict[str, Any] = field(default_factory=dict)
     messages: list[dict[str, Any]] = field(default_factory=list)
     license: list[str] = field(default_factory=list)
-    modified_at: str = field(default_factory=_now)
+    modified_at: str = field(default_factory=utc_now)
     format: str = "gguf"
     model_info: dict[str, Any] = field(default_factory=dict)
     """Scalar GGUF metadata (``general.architecture``, ``llama.block_count``...), read once at install time."""
@@ -233,7 +235,7 @@ class ModelStore:
         entry = self.get(source)
         if entry is None:
             return None
-        copied = replace(entry, name=normalize_name(destination), modified_at=_now())
+        copied = replace(entry, name=normalize_name(destination), modified_at=utc_now())
         self.put(copied)
         return copied
 

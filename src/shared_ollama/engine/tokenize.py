@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from shared_ollama.engine.handlers import ApiError, EngineApp, _read_json, json_response
+from shared_ollama.engine.handlers import ApiError, EngineApp, json_response, read_json
 from shared_ollama.engine.store import ModelEntry
 from shared_ollama.engine.translate import TranslationError, chat_request, check_request
 
@@ -37,7 +37,7 @@ def _chat(body: JsonDict, entry: ModelEntry) -> JsonDict:
 
 
 async def tokenize(app: EngineApp, request: Request) -> Response:
-    body = await _read_json(request)
+    body = await read_json(request)
     prompt, messages = body.get("prompt"), body.get("messages")
     if (prompt is None) == (messages is None):
         raise ApiError(400, "give either prompt or messages")

@@ -299,6 +299,8 @@ class Accumulator:
         self.finish: str | None = None
         self.last: JsonDict = {}
         self.chat = True
+        self.calls: dict[int, JsonDict] = {}
+        """Tool calls by index, their argument text joined from the deltas (OpenAI's streaming shape)."""
 
     def feed(self, chunk: JsonDict) -> str:
         """Take one chunk; returns its text."""
@@ -308,16 +310,36 @@ class Accumulator:
             self.chat = False
         if text:
             self.parts.append(text)
+        delta = choices[0].get("delta") if choices else None
+        if isinstance(delta, dict) and isinstance(delta.get("tool_calls"), list):
+            self._feed_calls(delta["tool_calls"])
         self.finish = reason or self.finish
         if chunk.get("usage") or chunk.get("timings"):
             self.last = chunk
         return text
+
+    def _feed_calls(self, deltas: list[Any]) -> None:
+        for delta in deltas:
+            if not isinstance(delta, dict):
+                continue
+            index = delta.get("index")
+            call = self.calls.setdefault(
+                index if isinstance(index, int) else len(self.calls), {"function": {"name": "", "arguments": ""}}
+            )
+            fn = delta.get("function") or {}
+            for key in ("name", "arguments"):
+                if isinstance(fn.get(key), str):
+                    call["function"][key] += fn[key]
+            if delta.get("id"):
+                call["id"] = delta["id"]
 
     def result(self) -> JsonDict:
         text = "".join(self.parts)
         choice: JsonDict = {"finish_reason": self.finish}
         if self.chat:
             choice["message"] = {"role": "assistant", "content": text}
+            if self.calls:
+                choice["message"]["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
         else:
             choice["text"] = text
         return {"choices": [choice], "usage": self.last.get("usage") or {}, "timings": self.last.get("timings") or {}}

@@ -48,6 +48,8 @@ def running(model: LoadedModel) -> JsonDict:
         "expires_at": expires.isoformat().replace("+00:00", "Z"),
         "size_vram": 0,
         "context_length": model.num_ctx,
+        "requests": model.in_flight,
+        "generations": model.generating,
     }
 
 

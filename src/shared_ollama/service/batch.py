@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared_ollama.errors import RequestTimeout, SharedOllamaError, TenantBusy
-from shared_ollama.service.vision import Compression
+from shared_ollama.service.images.vision import Compression
 
 JsonDict = dict[str, Any]
 RunItem = Callable[[int, "Prepared"], Awaitable[JsonDict]]

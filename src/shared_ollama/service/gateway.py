@@ -19,19 +19,21 @@ import orjson
 
 from shared_ollama.backends.client import EngineClient
 from shared_ollama.backends.supervisor import EngineState, EngineSupervisor
-from shared_ollama.errors import InvalidRequest, RequestTimeout, SharedOllamaError
-from shared_ollama.service.admission import Admission, Admitted
-from shared_ollama.service.cache import Hit, aggregate_ndjson, path_kind
-from shared_ollama.service.caching import Caching
-from shared_ollama.service.context import RequestContext
-from shared_ollama.service.memory import MemoryManager
-from shared_ollama.service.metrics import LiveState
-from shared_ollama.service.models import ModelOps
-from shared_ollama.service.profiles import Selection, model_settings
-from shared_ollama.service.prompts import check_prompt_size, request_kind
-from shared_ollama.service.records import RequestRecord
-from shared_ollama.service.tenants import Tenants
-from shared_ollama.service.vision import IMAGES_HEADER, Compression, Vision, summary
+from shared_ollama.errors import InvalidRequest, RequestTimeout
+from shared_ollama.service.admission.context import RequestContext
+from shared_ollama.service.admission.gate import Admission, Admitted
+from shared_ollama.service.admission.prompts import check_prompt_size, request_kind
+from shared_ollama.service.admission.tenants import Tenants
+from shared_ollama.service.cache.caching import Caching
+from shared_ollama.service.cache.response import Hit, aggregate_ndjson, path_kind
+from shared_ollama.service.images.vision import IMAGES_HEADER, Compression, Vision, summary
+from shared_ollama.service.models.loaded import LoadedModels
+from shared_ollama.service.models.memory import MemoryManager
+from shared_ollama.service.models.ops import ModelOps
+from shared_ollama.service.models.policy import ModelPolicy
+from shared_ollama.service.models.profiles import Selection
+from shared_ollama.service.observability.metrics import LiveState
+from shared_ollama.service.observability.records import RequestRecord
 from shared_ollama.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ _PROMPTED = ("/api/chat", "/api/generate")
 
 
 class Gateway:
+    """Built complete by the composition root; nothing is assigned to it from outside afterwards."""
+
     def __init__(
         self,
         settings: Settings,
@@ -49,6 +53,12 @@ class Gateway:
         tenants: Tenants,
         admission: Admission,
         vision: Vision,
+        *,
+        models: ModelOps,
+        policy: ModelPolicy,
+        loaded: LoadedModels,
+        memory: MemoryManager,
+        caching: Caching | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -56,21 +66,18 @@ class Gateway:
         self.tenants = tenants
         self.admission = admission
         self.vision = vision
-        self.caching: Caching | None = None
-        """The response cache, when enabled (set at start-up)."""
-        self.profile: Selection | None = None
-        """The active hardware profile (aliases, per-model settings); set at start-up when a config exists."""
-        self.memory: MemoryManager | None = None
-        self.models = ModelOps(client, settings.engine_keep_alive, on_change=self._model_changed, pinned=self.pinned)
-        self.loaded_models: list[str] = []
-        self.loaded: list[JsonDict] = []
-        """The engine's loaded models as ``/api/ps`` last described them (name, size, size_vram, expires_at)."""
+        self.models = models
+        self.policy = policy
+        self.loaded = loaded
+        """The engine's loaded models as ``/api/ps`` last described them."""
+        self.memory = memory
+        self.caching = caching
+        """The response cache, when enabled."""
 
-    def _model_changed(self, model: str) -> None:
-        """A model was created, copied, deleted or pulled: what is remembered about models is stale."""
-        self.vision.forget(model)
-        if self.caching is not None:
-            self.caching.forget(model)
+    @property
+    def profile(self) -> Selection | None:
+        """The active hardware profile (aliases, per-model settings); None without a models config."""
+        return self.policy.selection
 
     def resolve_model(self, body: JsonDict, *, default: str | None = None) -> JsonDict:
         """Fill in the model (the adapter's default when the surface has one, else a clear 400) and resolve
@@ -79,27 +86,13 @@ class Gateway:
             if default is None:
                 raise InvalidRequest("model is required", param="model")
             body["model"] = default
-        body["model"] = self.resolve_alias(str(body["model"]))
+        body["model"] = self.policy.resolve_alias(str(body["model"]))
         return body
-
-    def resolve_alias(self, name: str) -> str:
-        return self.profile.resolve(name) if self.profile is not None else name
-
-    def idle_timeout(self, model: str) -> float:
-        if self.profile is not None:
-            timeout, _ = model_settings(self.profile.config, model)
-            if timeout is not None:
-                return timeout
-        return self.settings.idle_unload_seconds
-
-    def pinned(self, model: str) -> JsonDict:
-        """The load-time options the models config pins for ``model``."""
-        return model_settings(self.profile.config, model)[1] if self.profile is not None else {}
 
     def _pin(self, ctx: RequestContext, body: JsonDict) -> None:
         """Load-time options fixed per model by configuration replace what the request asked (a differing
         ``num_ctx`` would make the engine reload the model for every other project); the response says so."""
-        pinned = self.pinned(str(body["model"]))
+        pinned = self.policy.pinned(str(body["model"]))
         if not pinned:
             return
         options = body.setdefault("options", {})
@@ -221,25 +214,7 @@ class Gateway:
 
     def _used(self, admitted: Admitted) -> None:
         """The model is in use now (at a request's start and end: a model's idle time starts after its last answer)."""
-        if self.memory is not None:
-            self.memory.touch(admitted.ticket.model)
-
-    async def refresh_loaded(self) -> list[str]:
-        """Ask the engine which models it holds (bounded wait); remembered for the metrics and the health."""
-        try:
-            async with asyncio.timeout(2.0):
-                ps = await self.client.request_json("GET", "/api/ps")
-        except (SharedOllamaError, TimeoutError):
-            self.loaded = []
-        else:
-            models = ps.get("models") if isinstance(ps.get("models"), list) else []
-            self.loaded = [
-                {k: m.get(k) for k in ("name", "size", "size_vram", "expires_at")}
-                for m in models
-                if isinstance(m, dict) and m.get("name")
-            ]
-        self.loaded_models = sorted(str(m["name"]) for m in self.loaded)
-        return self.loaded_models
+        self.memory.touch(admitted.ticket.model)
 
     def live_state(self) -> LiveState:
         sched = self.admission.scheduler
@@ -253,7 +228,7 @@ class Gateway:
             in_flight=in_flight,
             engine_up=self.supervisor.state == EngineState.RUNNING,
             engine_restarts=self.supervisor.restarts,
-            loaded_models=self.loaded_models,
+            loaded_models=self.loaded.names,
             image_bytes_saved=self.vision.images.totals.bytes_saved,
         )
 

@@ -1,0 +1,121 @@
+"""OpenAI's API, drop-in: everything under ``/v1`` (chat completions, completions, embeddings, models).
+
+Requests are translated onto the native pipeline and answers back; the ``openai`` SDK works unchanged. The
+chat completion handler also serves the service API's ``/api/v1/chat/completions`` and, with image settings,
+``/api/v1/vlm/openai`` (``service_generation.py``, ``service_vision.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from shared_ollama.api.deps import authorized, context_of, gateway_of
+from shared_ollama.api.http import json_response, parse, sse_response, start_stream
+from shared_ollama.api.openapi import LeanRoute, body
+from shared_ollama.errors import ModelNotFound
+from shared_ollama.protocol import convert
+from shared_ollama.protocol.names import canonical_model
+from shared_ollama.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from shared_ollama.service.images.vision import Compression
+from shared_ollama.web import until_disconnect
+
+router = APIRouter(tags=["openai"], route_class=LeanRoute)
+
+
+async def chat_completions(request: Request) -> Response:
+    """Shared by ``/v1/chat/completions`` and the service API's ``/api/v1/chat/completions``."""
+    return await run_chat_completion(request, await parse(request, ChatCompletionRequest))
+
+
+async def run_chat_completion(
+    request: Request, req: ChatCompletionRequest, compression: Compression | None = None
+) -> Response:
+    """One chat completion through the pipeline (``compression``: the request's own image settings)."""
+    gateway = gateway_of(request)
+    ctx = context_of(request)
+    body = convert.chat_request_to_native(req)
+    created = int(time.time())
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        first = [True]
+
+        def to_chunks(native: dict[str, object]) -> list[dict[str, object]]:
+            chunks = convert.chat_chunk_from_native(
+                native,
+                request_id=ctx.request_id,
+                created=created,
+                first=first[0],
+                include_usage=include_usage,
+            )
+            first[0] = False
+            return chunks
+
+        opened = gateway.stream(ctx, "/api/chat", body, compression=compression)
+        stack, lines = await start_stream(request, opened)
+        return sse_response(request, stack, lines, to_chunks)
+    raw = await until_disconnect(request, gateway.call(ctx, "/api/chat", body, compression=compression))
+    native = orjson.loads(raw)
+    return json_response(convert.chat_response_from_native(native, request_id=ctx.request_id, created=created))
+
+
+router.add_api_route(
+    "/v1/chat/completions",
+    chat_completions,
+    methods=["POST"],
+    summary="Chat completions (OpenAI format)",
+    openapi_extra=body(ChatCompletionRequest),
+)
+
+
+@router.post("/v1/completions", summary="Text completions (OpenAI format)", openapi_extra=body(CompletionRequest))
+async def completions(request: Request) -> Response:
+    req = await parse(request, CompletionRequest)
+    gateway = gateway_of(request)
+    ctx = context_of(request)
+    body = convert.completion_request_to_native(req)
+    created = int(time.time())
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        to_chunks = partial(
+            convert.completion_chunk_from_native,
+            request_id=ctx.request_id,
+            created=created,
+            include_usage=include_usage,
+        )
+        stack, lines = await start_stream(request, gateway.stream(ctx, "/api/generate", body))
+        return sse_response(request, stack, lines, to_chunks)
+    raw = await until_disconnect(request, gateway.call(ctx, "/api/generate", body))
+    native = orjson.loads(raw)
+    return json_response(convert.completion_response_from_native(native, request_id=ctx.request_id, created=created))
+
+
+@router.post(
+    "/v1/embeddings", summary="Embeddings (OpenAI format, float or base64)", openapi_extra=body(EmbeddingRequest)
+)
+async def embeddings(request: Request) -> Response:
+    req = await parse(request, EmbeddingRequest)
+    gateway = gateway_of(request)
+    ctx = context_of(request)
+    raw = await until_disconnect(request, gateway.call(ctx, "/api/embed", convert.embedding_request_to_native(req)))
+    return json_response(convert.embedding_response_from_native(orjson.loads(raw), encoding=req.encoding_format))
+
+
+@router.get("/v1/models", summary="Models (OpenAI format)")
+async def models(request: Request) -> Response:
+    tags = orjson.loads(await authorized(request).get("/api/tags"))
+    return json_response(convert.models_from_tags(tags))
+
+
+@router.get("/v1/models/{model:path}", summary="One model (OpenAI format)")
+async def model(request: Request, model: str) -> Response:
+    tags = orjson.loads(await authorized(request).get("/api/tags"))
+    for tag in tags.get("models", []):
+        names = {tag.get("name"), tag.get("model")}
+        if model in names or canonical_model(model) in names:
+            return json_response(convert.model_from_tag(tag))
+    raise ModelNotFound(f"model '{model}' not found", param="model")

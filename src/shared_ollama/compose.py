@@ -1,0 +1,142 @@
+"""Building the service's long-lived objects, in dependency order, each complete before anything uses it.
+
+``build`` starts every part through one ``AsyncExitStack``: each part's stop is pushed before (or as) the part
+starts, so a failure at any step of start-up (a bad models config, an unknown profile, an unwritable analytics
+store) unwinds everything already running, the engine process included, and shutdown runs every stop even
+when one of them raises. This is the only place that wires feature packages to each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from shared_ollama.backends.client import EngineClient
+from shared_ollama.backends.supervisor import EngineSupervisor
+from shared_ollama.service.admission.gate import Admission
+from shared_ollama.service.admission.inflight import InflightCounter, LocalInflight
+from shared_ollama.service.admission.scheduler import Scheduler
+from shared_ollama.service.admission.tenants import Tenants
+from shared_ollama.service.cache.caching import Caching, engine_embedder
+from shared_ollama.service.cache.response import CacheConfig, ResponseCache, make_store
+from shared_ollama.service.gateway import Gateway
+from shared_ollama.service.images.pipeline import ImageProcessor
+from shared_ollama.service.images.vision import Vision
+from shared_ollama.service.models.lifecycle import choose_profile, preload
+from shared_ollama.service.models.loaded import LoadedModels
+from shared_ollama.service.models.memory import MemoryManager
+from shared_ollama.service.models.ops import ModelOps
+from shared_ollama.service.models.policy import ModelPolicy
+from shared_ollama.service.observability.analytics import AnalyticsStore
+from shared_ollama.service.observability.telemetry import Telemetry
+from shared_ollama.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    gateway: Gateway
+    telemetry: Telemetry
+
+
+def _counter(settings: Settings) -> InflightCounter:
+    if settings.redis_url:
+        from shared_ollama.service.admission.inflight_redis import RedisInflight
+
+        return RedisInflight(settings.redis_url, settings.redis_lease_seconds)
+    return LocalInflight()
+
+
+def _cache(settings: Settings, client: EngineClient) -> ResponseCache:
+    config = CacheConfig(
+        enabled=settings.cache_enabled,
+        ttl_seconds=settings.cache_ttl_seconds,
+        max_entries=settings.cache_max_entries,
+        max_bytes=settings.cache_max_bytes,
+        scope=settings.cache_scope,
+        semantic_threshold=settings.cache_semantic_threshold,
+        semantic_max_messages=settings.cache_semantic_max_messages,
+        embed_timeout=settings.cache_embed_timeout,
+        redis_url=settings.redis_url,
+    )
+    return ResponseCache(config, make_store(config), engine_embedder(client, settings.cache_embedding_model))
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def build(settings: Settings, tenants: Tenants, stack: AsyncExitStack) -> Services:
+    """Start every part (its stop goes on ``stack``) and return the complete gateway and telemetry."""
+    counter = _counter(settings)
+    stack.push_async_callback(counter.close)
+    await counter.start()
+    supervisor = EngineSupervisor(settings)
+    stack.push_async_callback(supervisor.stop)  # before start: an engine started by a failing start is stopped
+    await supervisor.start()
+    client = EngineClient(supervisor.base_url, settings, is_available=supervisor.is_available)
+    stack.push_async_callback(client.close)
+    await client.open()
+
+    images = ImageProcessor(settings)
+    stack.callback(images.close, wait=False)
+    vision = Vision(client, images)
+    analytics = AnalyticsStore(
+        settings.data_dir / "analytics.sqlite3", retention_days=settings.analytics_retention_days
+    )
+    stack.push_async_callback(analytics.close)
+    await analytics.start()
+    cache = _cache(settings, client)
+    stack.push_async_callback(cache.close)
+    caching = Caching(cache, client)
+
+    plan = supervisor.plan
+    can_pull = plan is not None and plan.kind != "embedded"
+    selection = await choose_profile(settings, lambda: client.request_json("GET", "/api/tags"), can_pull=can_pull)
+    policy = ModelPolicy(selection, settings.idle_unload_seconds)
+
+    def model_changed(model: str) -> None:
+        """A model was created, copied, deleted or pulled: what is remembered about models is stale."""
+        vision.forget(model)
+        caching.forget(model)
+
+    models = ModelOps(client, settings.engine_keep_alive, on_change=model_changed, pinned=policy.pinned)
+    loaded = LoadedModels(client)
+    scheduler = Scheduler(
+        settings.slots,
+        settings.max_queue,
+        model_capacity=settings.scheduling_capacity,
+        model_aging=settings.model_aging_seconds,
+        batch_aging=settings.batch_aging_seconds,
+    )
+    memory = MemoryManager(
+        loaded=loaded.refresh,
+        unload=models.unload,
+        busy=scheduler.busy_models,
+        idle_timeout=policy.idle_timeout,
+        interval=settings.memory_check_interval,
+        high_percent=settings.memory_high_percent,
+    )
+    gateway = Gateway(
+        settings,
+        client,
+        supervisor,
+        tenants,
+        Admission(scheduler, counter),
+        vision,
+        models=models,
+        policy=policy,
+        loaded=loaded,
+        memory=memory,
+        caching=caching,
+    )
+    telemetry = Telemetry(analytics, gateway.live_state, access_log=settings.access_log)
+    stack.push_async_callback(memory.close)
+    memory.start()
+    if settings.preload_models and selection is not None:
+        warm_up = asyncio.create_task(preload(models, selection), name="preload")
+        stack.push_async_callback(_cancel, warm_up)
+    return Services(gateway, telemetry)

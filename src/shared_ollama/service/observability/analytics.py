@@ -1,0 +1,390 @@
+"""Persistent request analytics: finished requests in SQLite, written off the request path in batches.
+
+``add()`` only appends to an in-memory queue; a background task writes the queue in one transaction every
+``flush_interval`` seconds (sooner once ``batch_size`` records wait). Every sqlite call runs in one dedicated
+thread, which also owns the connection. Queries aggregate in SQL (``GROUP BY``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from shared_ollama.errors import InvalidRequest
+from shared_ollama.service.observability.records import RequestRecord
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETENTION_EVERY = 3600.0
+"""Seconds between retention passes of the background writer."""
+
+WINDOWS = MappingProxyType({"15m": 900.0, "1h": 3600.0, "24h": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0})
+GROUPS = MappingProxyType(
+    {
+        "tenant": "tenant",
+        "model": "model",
+        "surface": "surface",
+        "code": "code",
+        "hour": "CAST(ts / 3600 AS INTEGER) * 3600",
+        "minute": "CAST(ts / 60 AS INTEGER) * 60",
+    }
+)
+TIME_GROUPS = frozenset({"hour", "minute"})
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _flag(value: Any) -> int:
+    return 1 if value else 0
+
+
+# (column, SQL type, converter applied when a record becomes a row) — one column per RequestRecord field.
+COLUMNS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
+    ("ts", "REAL NOT NULL", float),
+    ("request_id", "TEXT NOT NULL", _text),
+    ("tenant", "TEXT NOT NULL", _text),
+    ("surface", "TEXT NOT NULL", _text),
+    ("route", "TEXT NOT NULL", _text),
+    ("model", "TEXT NOT NULL", _text),
+    ("status", "INTEGER NOT NULL", int),
+    ("code", "TEXT NOT NULL", _text),
+    ("prompt_tokens", "INTEGER NOT NULL", int),
+    ("completion_tokens", "INTEGER NOT NULL", int),
+    ("queue_wait", "REAL NOT NULL", float),
+    ("ttft", "REAL", _opt_float),
+    ("latency", "REAL NOT NULL", float),
+    ("eval_seconds", "REAL NOT NULL", float),
+    ("load_seconds", "REAL NOT NULL", float),
+    ("cache", "TEXT NOT NULL", _text),
+    ("stream", "INTEGER NOT NULL", _flag),
+    ("engine", "INTEGER NOT NULL", _flag),
+)
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS requests ({})".format(", ".join(f"{name} {kind}" for name, kind, _ in COLUMNS)),
+    "CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts)",
+    "CREATE INDEX IF NOT EXISTS requests_tenant_ts ON requests (tenant, ts)",
+)
+_INSERT = "INSERT INTO requests ({}) VALUES ({})".format(
+    ", ".join(name for name, _, _ in COLUMNS), ", ".join("?" for _ in COLUMNS)
+)
+
+AGGREGATES = (
+    "requests",
+    "errors",
+    "rejected",
+    "cache_hits",
+    "prompt_tokens",
+    "completion_tokens",
+    "avg_latency_ms",
+    "max_latency_ms",
+    "avg_queue_wait_ms",
+)
+_INT_AGGREGATES = 6
+_AGG_SQL = (
+    "COUNT(*), COALESCE(SUM(status >= 400), 0), COALESCE(SUM(engine = 0 AND status >= 400), 0), "
+    "COALESCE(SUM(cache IN ('hit', 'semantic-hit')), 0), COALESCE(SUM(prompt_tokens), 0), "
+    "COALESCE(SUM(completion_tokens), 0), COALESCE(AVG(latency), 0) * 1000, COALESCE(MAX(latency), 0) * 1000, "
+    "COALESCE(AVG(queue_wait), 0) * 1000"
+)
+
+
+def _row(rec: RequestRecord) -> tuple[Any, ...]:
+    return tuple(convert(getattr(rec, name)) for name, _, convert in COLUMNS)
+
+
+def _aggregates(values: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        name: int(value) if i < _INT_AGGREGATES else round(float(value), 3)
+        for i, (name, value) in enumerate(zip(AGGREGATES, values, strict=True))
+    }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class AnalyticsStore:
+    """Finished requests, persisted to SQLite in batches by a background task; aggregate queries over windows."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        retention_days: float = 30.0,
+        flush_interval: float = 0.5,
+        batch_size: int = 500,
+        max_pending: int = 100_000,
+    ) -> None:
+        if retention_days <= 0 or flush_interval <= 0 or batch_size < 1 or max_pending < 1:
+            raise ValueError("retention_days and flush_interval must be > 0, batch_size and max_pending >= 1")
+        self.path = Path(path)
+        self.retention_days = retention_days
+        self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self.max_pending = max_pending
+        self._pending: deque[RequestRecord] = deque()
+        self._written = 0
+        self._dropped = 0
+        self._closed = False
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._conn: sqlite3.Connection | None = None
+        """Created, used and closed only in the writer thread."""
+
+    # --- lifecycle
+
+    async def start(self) -> None:
+        """Open the database, apply retention once and start the background writer."""
+        if self._executor is not None or self._closed:
+            raise RuntimeError("analytics store already started or closed")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analytics-sqlite")
+        try:
+            await self._call(self._open)
+            await self._call(self._purge, time.time())
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._call(self._close_conn)
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+        self._task = asyncio.create_task(self._writer(), name="analytics-writer")
+
+    async def close(self) -> None:
+        """Stop the writer, write everything pending, close the database. Records added later are dropped."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._stop.set()
+            self._wake.set()
+            await self._task
+            self._task = None
+        if self._executor is None:
+            return
+        try:
+            await self.flush()
+        except Exception:
+            log.error("analytics: %d records could not be written before close", len(self._pending))
+        finally:
+            with contextlib.suppress(Exception):
+                await self._call(self._close_conn)
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    # --- recording
+
+    def add(self, record: RequestRecord) -> None:
+        """Queue one finished request for writing. O(1); never blocks, never raises."""
+        try:
+            if self._closed:
+                self._dropped += 1
+                return
+            self._pending.append(record)
+            if len(self._pending) > self.max_pending:
+                self._pending.popleft()
+                self._dropped += 1
+            if len(self._pending) >= self.batch_size:
+                self._wake.set()
+        except Exception:  # pragma: no cover - defensive: accounting must never fail a request
+            self._dropped += 1
+
+    async def flush(self) -> None:
+        """Write every record pending now, in one transaction. Raises if the database write fails (the
+        records are then queued again)."""
+        async with self._lock:
+            if not self._pending or self._executor is None:
+                return
+            batch, self._pending = self._pending, deque()
+            future = asyncio.get_running_loop().run_in_executor(self._executor, self._write, batch)
+            future.add_done_callback(partial(self._written_cb, batch))
+            # Shielded: a cancelled caller must not lose the batch; the writer thread finishes it regardless.
+            await asyncio.shield(future)
+
+    def _written_cb(self, batch: deque[RequestRecord], future: asyncio.Future[tuple[int, int]]) -> None:
+        error = None if future.cancelled() else future.exception()
+        if future.cancelled() or error is not None:
+            log.warning("analytics: writing %d records failed: %r; will retry", len(batch), error)
+            batch.extend(self._pending)
+            self._pending = batch
+            while len(self._pending) > self.max_pending:
+                self._pending.popleft()
+                self._dropped += 1
+            return
+        written, bad = future.result()
+        self._written += written
+        self._dropped += bad
+
+    async def _writer(self) -> None:
+        last_retention = time.monotonic()
+        failed = False
+        while not self._stop.is_set():
+            # After a failed write, wait out the interval (not a pending-count wake-up) so a stuck disk isn't hammered.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for((self._stop if failed else self._wake).wait(), self.flush_interval)
+            self._wake.clear()
+            try:
+                await self.flush()
+                failed = False
+                if time.monotonic() - last_retention >= RETENTION_EVERY:
+                    last_retention = time.monotonic()
+                    await self._call(self._purge, time.time())
+            except Exception:
+                failed = True  # already logged by _written_cb / _purge
+
+    # --- queries
+
+    async def query(
+        self, *, window: str, tenant: str | None, group_by: str | None, now: float | None = None
+    ) -> dict[str, Any]:
+        """Aggregates over the last ``window`` (all tenants or one), optionally grouped."""
+        if window not in WINDOWS:
+            raise InvalidRequest(f"window must be one of {', '.join(WINDOWS)} (got {window!r})", param="window")
+        if group_by is not None and group_by not in GROUPS:
+            raise InvalidRequest(
+                f"group_by must be one of {', '.join(GROUPS)} or absent (got {group_by!r})", param="group_by"
+            )
+        until = time.time() if now is None else float(now)
+        since = until - WINDOWS[window]
+        await self.flush()
+        totals, groups = await self._call(self._aggregate, since, until, tenant, group_by)
+        return {
+            "window": window,
+            "since": since,
+            "until": until,
+            "tenant": tenant,
+            "group_by": group_by,
+            "totals": totals,
+            "groups": groups,
+        }
+
+    async def recent_errors(self, limit: int = 20, tenant: str | None = None) -> list[dict[str, Any]]:
+        """The latest failed requests (status >= 400), newest first."""
+        if not 1 <= limit <= 1000:
+            raise InvalidRequest(f"limit must be between 1 and 1000 (got {limit})", param="limit")
+        await self.flush()
+        return await self._call(self._errors, limit, tenant)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "pending": len(self._pending),
+            "written": self._written,
+            "dropped": self._dropped,
+            "path": str(self.path),
+        }
+
+    # --- the writer thread (everything below runs there, never on the event loop)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise RuntimeError("analytics store is not started")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("analytics database is not open")
+        return self._conn
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
+
+    def _write(self, batch: deque[RequestRecord]) -> tuple[int, int]:
+        """Insert ``batch`` in one transaction; returns (rows written, records skipped as malformed)."""
+        rows: list[tuple[Any, ...]] = []
+        bad = 0
+        for rec in batch:
+            try:
+                rows.append(_row(rec))
+            except Exception:
+                bad += 1
+        if bad:
+            log.warning("analytics: skipped %d malformed records", bad)
+        if not rows:
+            return 0, bad
+        conn = self._db()
+        conn.execute("BEGIN")
+        try:
+            conn.executemany(_INSERT, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return len(rows), bad
+
+    def _purge(self, now: float) -> int:
+        try:
+            deleted = self._db().execute("DELETE FROM requests WHERE ts < ?", (now - self.retention_days * 86400,))
+        except sqlite3.Error:
+            log.warning("analytics: retention pass failed", exc_info=True)
+            raise
+        if deleted.rowcount > 0:
+            log.info("analytics: deleted %d records older than %g days", deleted.rowcount, self.retention_days)
+        return deleted.rowcount
+
+    def _aggregate(
+        self, since: float, until: float, tenant: str | None, group_by: str | None
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        conn = self._db()
+        where = "ts >= ? AND ts <= ?"
+        params: tuple[Any, ...] = (since, until)
+        if tenant is not None:
+            where += " AND tenant = ?"
+            params += (tenant,)
+        totals = _aggregates(conn.execute(f"SELECT {_AGG_SQL} FROM requests WHERE {where}", params).fetchone())
+        groups: list[dict[str, Any]] = []
+        if group_by is not None:
+            timed = group_by in TIME_GROUPS
+            order = "k ASC" if timed else "COUNT(*) DESC, k ASC"
+            sql = f"SELECT {GROUPS[group_by]} AS k, {_AGG_SQL} FROM requests WHERE {where} GROUP BY k ORDER BY {order}"
+            for key, *values in conn.execute(sql, params):
+                groups.append({"key": _iso(key) if timed else key, **_aggregates(tuple(values))})
+        return totals, groups
+
+    def _errors(self, limit: int, tenant: str | None) -> list[dict[str, Any]]:
+        where = "status >= 400" + (" AND tenant = ?" if tenant is not None else "")
+        params: tuple[Any, ...] = ((tenant,) if tenant is not None else ()) + (limit,)
+        cursor = self._db().execute(
+            "SELECT ts, request_id, tenant, route, model, status, code FROM requests "
+            f"WHERE {where} ORDER BY ts DESC, rowid DESC LIMIT ?",
+            params,
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]

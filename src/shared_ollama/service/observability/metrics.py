@@ -1,0 +1,165 @@
+"""Prometheus metrics: counters and histograms fed by finished requests, gauges read from live state.
+
+Each app owns its registry (no global state). With ``PROMETHEUS_MULTIPROC_DIR`` set (prometheus-client's own
+switch, for several worker processes), values are kept in that directory and ``/metrics`` aggregates every
+process's files; the live gauges then describe the process that answered the scrape.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from shared_ollama.service.observability.records import RequestRecord
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 150)
+_MAX_CACHED_LABEL_SETS = 10_000
+TPS_BUCKETS = (1, 5, 10, 20, 40, 60, 80, 100, 150, 200, 300, 500, 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveState:
+    """What the gauges show, read at scrape time."""
+
+    queue_depth: int
+    slots_total: int
+    slots_in_use: int
+    in_flight: dict[tuple[str, str], int]
+    engine_up: bool
+    engine_restarts: int
+    loaded_models: list[str]
+    image_bytes_saved: int
+
+
+class _LiveCollector(Collector):
+    def __init__(self, read: Callable[[], LiveState | None]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._read()
+        if state is None:
+            return
+        yield GaugeMetricFamily("shared_ollama_queue_depth", "Requests waiting for an engine slot", state.queue_depth)
+        slots = GaugeMetricFamily("shared_ollama_engine_slots", "Engine slots", labels=["state"])
+        slots.add_metric(["total"], state.slots_total)
+        slots.add_metric(["in_use"], state.slots_in_use)
+        yield slots
+        in_flight = GaugeMetricFamily(
+            "shared_ollama_tenant_in_flight",
+            "Requests in flight (queued or running) per tenant",
+            labels=["tenant", "kind"],
+        )
+        for (tenant, kind), count in sorted(state.in_flight.items()):
+            in_flight.add_metric([tenant, kind], count)
+        yield in_flight
+        yield GaugeMetricFamily("shared_ollama_engine_up", "1 when the engine answers", int(state.engine_up))
+        yield GaugeMetricFamily(
+            "shared_ollama_engine_restarts", "Engine restarts by the supervisor since start-up", state.engine_restarts
+        )
+        loaded = GaugeMetricFamily("shared_ollama_model_loaded", "Models loaded in the engine", labels=["model"])
+        for model in state.loaded_models:
+            loaded.add_metric([model], 1)
+        yield loaded
+        yield GaugeMetricFamily(
+            "shared_ollama_loaded_models", "Number of models loaded in the engine", len(state.loaded_models)
+        )
+        yield GaugeMetricFamily(
+            "shared_ollama_image_bytes_saved",
+            "Image bytes not sent to the engine thanks to compression",
+            state.image_bytes_saved,
+        )
+
+
+class Metrics:
+    def __init__(self, live: Callable[[], LiveState | None]) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.registry = CollectorRegistry(auto_describe=True)
+        target: CollectorRegistry | None = self.registry
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            multiprocess.MultiProcessCollector(self.registry)
+            target = None  # values go to the shared directory; the collector above reads them all
+        self.registry.register(_LiveCollector(live))
+        self.requests = Counter(
+            "shared_ollama_requests",
+            "Requests by surface, route, model, tenant, HTTP status and code",
+            ["surface", "route", "model", "tenant", "status", "code"],
+            registry=target,
+        )
+        self.rejections = Counter(
+            "shared_ollama_rejections", "Requests turned away, by code", ["code", "tenant"], registry=target
+        )
+        self.latency = Histogram(
+            "shared_ollama_request_duration_seconds",
+            "Time from arrival to the last byte",
+            ["surface", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=target,
+        )
+        self.queue_wait = Histogram(
+            "shared_ollama_queue_wait_seconds",
+            "Time waiting for an engine slot",
+            ["tenant"],
+            buckets=WAIT_BUCKETS,
+            registry=target,
+        )
+        self.ttft = Histogram(
+            "shared_ollama_time_to_first_token_seconds",
+            "Time from arrival to the first streamed token",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=target,
+        )
+        self.tokens = Counter(
+            "shared_ollama_tokens", "Prompt and generated tokens", ["model", "tenant", "kind"], registry=target
+        )
+        self.tps = Histogram(
+            "shared_ollama_generation_tokens_per_second",
+            "Generation speed from the engine's eval timings",
+            ["model"],
+            buckets=TPS_BUCKETS,
+            registry=target,
+        )
+        self.cache = Counter("shared_ollama_cache_requests", "Cache lookups by result", ["result"], registry=target)
+        self._children: dict[tuple[str, str, str, str, int, str], tuple[Any, Any]] = {}
+
+    def observe(self, rec: RequestRecord) -> None:
+        model = rec.model or "-"
+        tenant = rec.tenant or "-"
+        key = (rec.surface, rec.route, model, tenant, rec.status, rec.code)
+        children = self._children.get(key)
+        if children is None:  # label look-ups validate and lock: done once per label set, not per request
+            children = (
+                self.requests.labels(rec.surface, rec.route, model, tenant, str(rec.status), rec.code),
+                self.latency.labels(rec.surface, model),
+            )
+            if len(self._children) < _MAX_CACHED_LABEL_SETS:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(rec.latency)
+        if rec.status >= 400 and not rec.engine:
+            self.rejections.labels(rec.code, tenant).inc()
+        if rec.engine:
+            self.queue_wait.labels(tenant).observe(rec.queue_wait)
+        if rec.ttft is not None:
+            self.ttft.labels(model).observe(rec.ttft)
+        if rec.prompt_tokens:
+            self.tokens.labels(model, tenant, "prompt").inc(rec.prompt_tokens)
+        if rec.completion_tokens:
+            self.tokens.labels(model, tenant, "generated").inc(rec.completion_tokens)
+            if rec.eval_seconds > 0:
+                self.tps.labels(model).observe(rec.completion_tokens / rec.eval_seconds)
+        if rec.cache != "none":
+            self.cache.labels(rec.cache).inc()
+
+    def exposition(self) -> bytes:
+        return bytes(generate_latest(self.registry))

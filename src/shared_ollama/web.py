@@ -1,0 +1,67 @@
+"""HTTP helpers shared by the gateway's adapters (``api/``) and the embedded engine's server (``engine/``):
+the one JSON-object body parser, the one race of a request's work against its client's disconnect, and the
+status logged for a client that went away."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import orjson
+from starlette.requests import Request
+
+from shared_ollama.errors import InvalidRequest
+
+T = TypeVar("T")
+JsonDict = dict[str, Any]
+
+CLIENT_CLOSED_STATUS = 499
+"""Status logged for a request whose client went away before its answer (nobody receives it)."""
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its answer was ready."""
+
+
+def parse_json_object(raw: bytes) -> JsonDict:
+    """A request body that must be one JSON object; anything else is a 400 saying what is wrong."""
+    if not raw.strip():
+        raise InvalidRequest("request body is empty; send a JSON object")
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"malformed JSON body: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return parsed
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run ``work`` in this task; if the client disconnects first, cancel it (its ``finally`` blocks give back
+    what it holds before this returns: queue place, engine slot, generation) and raise ``ClientDisconnected``.
+    Only for requests whose body has been read: the watcher consumes the request's remaining messages."""
+    current = asyncio.current_task()
+    assert current is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await _wait_for_disconnect(request)
+        gone = True
+        current.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if gone and current.uncancel() == 0:
+            raise ClientDisconnected from None
+        raise
+    finally:
+        watcher.cancel()
