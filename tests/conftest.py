@@ -11,6 +11,20 @@ import pytest
 from tests.support.redis_server import redis_server, redis_server_binary
 
 
+@pytest.fixture(autouse=True)
+def _no_developer_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test runs without the caller's SHARED_OLLAMA_* variables, Hugging Face tokens or home directory,
+    and in an empty working directory (no ./config files): only what the test itself sets. Processes the tests
+    start inherit this environment."""
+    for name in list(os.environ):
+        if name.startswith(("SHARED_OLLAMA_", "HF_", "HUGGING_FACE_", "OLLAMA_")):
+            monkeypatch.delenv(name)
+    place = tmp_path_factory.mktemp("cwd")
+    (place / "home").mkdir()
+    monkeypatch.setenv("HOME", str(place / "home"))
+    monkeypatch.chdir(place)
+
+
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     path = Path(__file__).resolve().parent.parent / "artifacts"

@@ -17,6 +17,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from shared_ollama.app import create_app
+    from shared_ollama.http_server import server_config
     from shared_ollama.logs import configure_logging, flush_on_stop_signals
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -36,16 +37,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             f"shared-ollama: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr
         )
         return 2
-    config = uvicorn.Config(
-        create_app(settings),
-        log_level=settings.log_level,
-        log_config=None,  # uvicorn's own lines go through the JSON handlers too
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",  # a failed start-up stops the process (not "lifespan unsupported")
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(settings, create_app(settings)))
     server.run(sockets=[sock])
     return 0 if server.started else 1
 
@@ -56,7 +48,7 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.set_inheritable(True)
+        sock.listen(2048)  # connections wait in the backlog while the service starts, instead of being refused
     except OSError:
         sock.close()
         raise

@@ -18,7 +18,7 @@ from shared_ollama.backends.supervisor import EngineSupervisor
 from shared_ollama.service.admission.gate import Admission
 from shared_ollama.service.admission.inflight import InflightCounter, LocalInflight
 from shared_ollama.service.admission.scheduler import Scheduler
-from shared_ollama.service.admission.tenants import Tenants
+from shared_ollama.service.admission.tenants import DEFAULT_TENANT, Tenants
 from shared_ollama.service.cache.caching import Caching, engine_embedder
 from shared_ollama.service.cache.response import CacheConfig, ResponseCache, make_store
 from shared_ollama.service.gateway import Gateway
@@ -28,8 +28,9 @@ from shared_ollama.service.models.lifecycle import choose_profile, preload
 from shared_ollama.service.models.loaded import LoadedModels
 from shared_ollama.service.models.memory import MemoryManager
 from shared_ollama.service.models.ops import ModelOps
-from shared_ollama.service.models.policy import ModelPolicy
+from shared_ollama.service.models.policy import ModelPolicy, limits_in_force
 from shared_ollama.service.observability.analytics import AnalyticsStore
+from shared_ollama.service.observability.labels import RecordLabels
 from shared_ollama.service.observability.telemetry import Telemetry
 from shared_ollama.settings import Settings
 
@@ -77,7 +78,9 @@ async def build(settings: Settings, tenants: Tenants, stack: AsyncExitStack) -> 
     supervisor = EngineSupervisor(settings)
     stack.push_async_callback(supervisor.stop)  # before start: an engine started by a failing start is stopped
     await supervisor.start()
-    client = EngineClient(supervisor.base_url, settings, is_available=supervisor.is_available)
+    client = EngineClient(
+        supervisor.base_url, settings, is_available=supervisor.is_available, token=lambda: supervisor.token
+    )
     stack.push_async_callback(client.close)
     await client.open()
 
@@ -96,7 +99,9 @@ async def build(settings: Settings, tenants: Tenants, stack: AsyncExitStack) -> 
     plan = supervisor.plan
     can_pull = plan is not None and plan.kind != "embedded"
     selection = await choose_profile(settings, lambda: client.request_json("GET", "/api/tags"), can_pull=can_pull)
-    policy = ModelPolicy(selection, settings.idle_unload_seconds)
+    own_engine = plan is not None and plan.kind == "embedded" and plan.managed
+    limits = limits_in_force(settings, selection, engine_parallel=settings.engine_num_parallel if own_engine else None)
+    policy = ModelPolicy(selection, limits)
 
     def model_changed(model: str) -> None:
         """A model was created, copied, deleted or pulled: what is remembered about models is stale."""
@@ -106,9 +111,9 @@ async def build(settings: Settings, tenants: Tenants, stack: AsyncExitStack) -> 
     models = ModelOps(client, settings.engine_keep_alive, on_change=model_changed, pinned=policy.pinned)
     loaded = LoadedModels(client)
     scheduler = Scheduler(
-        settings.slots,
+        limits.slots,
         settings.max_queue,
-        model_capacity=settings.scheduling_capacity,
+        model_capacity=limits.max_loaded_models,
         model_aging=settings.model_aging_seconds,
         batch_aging=settings.batch_aging_seconds,
     )
@@ -119,6 +124,7 @@ async def build(settings: Settings, tenants: Tenants, stack: AsyncExitStack) -> 
         idle_timeout=policy.idle_timeout,
         interval=settings.memory_check_interval,
         high_percent=settings.memory_high_percent,
+        max_loaded=limits.max_loaded_models,
     )
     gateway = Gateway(
         settings,
@@ -133,7 +139,12 @@ async def build(settings: Settings, tenants: Tenants, stack: AsyncExitStack) -> 
         memory=memory,
         caching=caching,
     )
-    telemetry = Telemetry(analytics, gateway.live_state, access_log=settings.access_log)
+    labels = RecordLabels(
+        max_models=settings.metrics_max_models,
+        max_tenants=settings.metrics_max_tenants,
+        tenants=[*tenants.names(), DEFAULT_TENANT],
+    )
+    telemetry = Telemetry(analytics, gateway.live_state, labels=labels, access_log=settings.access_log)
     stack.push_async_callback(memory.close)
     memory.start()
     if settings.preload_models and selection is not None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+RETRY_STATUSES = frozenset({429, 503})
+"""Statuses that always tell the client when to retry (``Retry-After`` header and ``retry_after`` field)."""
+
 
 class SharedOllamaError(Exception):
     """Base of every error the service reports to a client."""
@@ -11,10 +14,14 @@ class SharedOllamaError(Exception):
     code: ClassVar[str] = "internal_error"
     status: ClassVar[int] = 500
     openai_type: ClassVar[str] = "server_error"
+    default_retry_after: ClassVar[float] = 1.0
+    """Seconds to wait before retrying, for a 429 or 503 raised without an estimate of its own."""
 
     def __init__(self, message: str, *, retry_after: float | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if retry_after is None and self.status in RETRY_STATUSES:
+            retry_after = self.default_retry_after
         self.retry_after = retry_after
         self.param = param
 
@@ -59,6 +66,14 @@ class NotFound(SharedOllamaError):
     openai_type = "invalid_request_error"
 
 
+class RequestBodyTimeout(SharedOllamaError):
+    """The client did not send its whole body within ``body_timeout`` (a slow or stalled upload)."""
+
+    code = "body_timeout"
+    status = 408
+    openai_type = "invalid_request_error"
+
+
 class RequestTooLarge(SharedOllamaError):
     code = "request_too_large"
     status = 413
@@ -87,6 +102,7 @@ class BackendUnavailable(SharedOllamaError):
     code = "backend_unavailable"
     status = 503
     openai_type = "server_error"
+    default_retry_after = 2.0
 
 
 class BackendError(SharedOllamaError):

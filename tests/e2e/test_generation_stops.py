@@ -8,16 +8,15 @@ before hanging up, so a request that ended on its own cannot pass for a stopped 
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import orjson
 import pytest
 
 from tests.support.processes import poll
+from tests.support.raw_http import post_raw
 
 pytestmark = pytest.mark.e2e
 MODEL = "smollm2:135m"
@@ -99,27 +98,15 @@ def http(gateway_url: str) -> Iterator[httpx.Client]:
         yield client
 
 
-def _send(url: str, path: str, body: dict[str, Any]) -> socket.socket:
-    """The request on a raw connection, so that the test can hang up at the moment it chooses."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    data = orjson.dumps(body)
-    conn = socket.create_connection((host, port))
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
-    )
-    conn.sendall(head.encode() + data)
-    return conn
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_client_that_leaves_stops_the_generation(case: str, http: httpx.Client, gateway_url: str) -> None:
     path, body = CASES[case]
-    conn = _send(gateway_url, path, body)
+    parts = urlsplit(gateway_url)
+    conn = post_raw(parts.hostname or "127.0.0.1", parts.port or 80, path, body)
     try:
         poll(lambda: _generations(http) >= 1, f"the engine generating for {case}", limit=60)
     finally:
         conn.close()
-    poll(lambda: _generations(http) == 0, f"the engine stopping {case} after its client left", limit=2.0)
+    poll(lambda: _generations(http) == 0, f"the engine stopping {case} after its client left", limit=5.0)
     models = http.get("/api/ps").json()["models"]
     assert all(m.get("requests") == 0 for m in models), models  # the model no longer counts as in use

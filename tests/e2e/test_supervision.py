@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
@@ -120,4 +121,51 @@ def test_running_engine_is_reused_not_started_twice(
             assert engine["pid"] is None
             assert client.post("/api/v1/chat", json={"messages": QUESTION, "options": {"num_predict": 2}}).is_success
     finally:
+        stop(proc)
+
+
+def test_stalled_engine_gives_degraded_health_and_fast_503_then_recovers(
+    model_store: Path, tmp_path: Path, artifacts_dir: Path
+) -> None:
+    """A managed engine stopped with SIGSTOP: alive, listening, silent. Requests must not wait for it until their
+    deadline (120 s here; the client's timeout is the guard), and health must say why it is degraded."""
+    url, proc = start_gateway(
+        model_store,
+        tmp_path,
+        artifacts_dir / "gateway-stalled-engine.log",
+        env={
+            "SHARED_OLLAMA_ENGINE_HEALTH_INTERVAL": "0.3",
+            "SHARED_OLLAMA_ENGINE_PROBE_TIMEOUT": "1",
+            "SHARED_OLLAMA_ENGINE_PROBE_FAILURES": "2",
+            "SHARED_OLLAMA_QUEUE_TIMEOUT_TEXT": "120",
+        },
+    )
+    engine_pid: int | None = None
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            engine_pid = int(client.get("/api/v1/health").json()["engine"]["pid"])
+            os.kill(engine_pid, signal.SIGSTOP)
+            stalled = _wait_state(client, "stalled")
+            assert stalled["status"] == "degraded"
+            assert (
+                stalled["reason"]
+                == "engine does not answer within 1 s (2 health probes in a row); its process is alive"
+            )
+            assert client.get("/api/v1/health").status_code == 503
+
+            resp = client.post("/api/v1/chat", json={"messages": QUESTION, "options": {"num_predict": 4}})
+            assert resp.status_code == 503, resp.text
+            assert resp.json()["code"] == "backend_unavailable"
+            assert int(resp.headers["Retry-After"]) >= 1
+
+            os.kill(engine_pid, signal.SIGCONT)
+            running = _wait_state(client, "running")
+            assert running["status"] == "healthy" and "reason" not in running
+            assert running["engine"]["pid"] == engine_pid and running["engine"]["restarts"] == 0
+            resp = client.post("/api/v1/chat", json={"messages": QUESTION, "options": {"num_predict": 4}})
+            assert resp.status_code == 200, resp.text
+    finally:
+        if engine_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(engine_pid, signal.SIGCONT)
         stop(proc)

@@ -62,3 +62,28 @@ async def test_auth_off_leaves_operations_open(serve_gateway: Start, http: Any) 
     resp = await client.post("/api/v1/models/fake/load")
     assert resp.status_code == 200
     assert (await stats(client))["auth"] == "off"
+
+
+async def test_health_shows_where_the_engine_runs_to_admins_only(
+    serve_gateway: Start, engine: Engine, http: Any
+) -> None:
+    gw = serve_gateway(api_keys=KEYS)
+    client = http(gw)
+    for headers in ({}, {"X-API-Key": "key-web"}, {"Authorization": "Bearer wrong"}):
+        resp = await client.get("/api/v1/health", headers=headers)
+        assert resp.status_code == 200, "health stays open for monitors, whatever the key"
+        shown = resp.json()["engine"]
+        assert "url" not in shown and "pid" not in shown, headers
+        assert engine.url not in resp.text, headers
+        assert shown["state"] == "running"
+    admin = (await client.get("/api/v1/health", headers={"X-API-Key": "key-ops"})).json()["engine"]
+    assert admin["url"] == engine.url
+    assert "pid" in admin
+
+
+async def test_health_shows_the_engine_to_everyone_with_auth_off(
+    serve_gateway: Start, engine: Engine, http: Any
+) -> None:
+    gw = serve_gateway()
+    body = (await http(gw).get("/api/v1/health")).json()
+    assert body["engine"]["url"] == engine.url

@@ -30,8 +30,8 @@ async def test_tenant_over_its_cap_gets_429_with_retry_after(serve_gateway: Star
     body = busy.json()
     assert body["code"] == "tenant_busy"
     assert "'a'" in body["error"] and "2 text requests" in body["error"]
-    assert body["retry_after"] > 0
-    assert int(busy.headers["Retry-After"]) >= 1
+    assert body["retry_after"] == 1.0, "no request has finished yet: the default service time"
+    assert busy.headers["Retry-After"] == "1"
     assert busy.headers["X-Shared-Ollama-Inflight-Remaining"] == "0"
     other = await client.post("/api/chat", json=chat(), headers=project("b"))
     assert other.status_code == 200, "another tenant is not affected by a's cap"
@@ -67,7 +67,8 @@ async def test_full_queue_is_503_queue_full_without_reaching_the_engine(
     full = await client.post("/api/generate", json={"model": "fake", "prompt": "x", "stream": False})
     assert full.status_code == 503
     assert full.json()["code"] == "queue_full"
-    assert int(full.headers["Retry-After"]) >= 1
+    assert full.headers["Retry-After"] == "3", "two queued ahead of one slot, 1 s each by default: (2 / 1 + 1) s"
+    assert full.json()["retry_after"] == 3.0
     assert len(engine.engine.received) == seen, "a full queue never touches the engine"
     await engine.open(gate)
     assert [r.status_code for r in await asyncio.gather(running, *queued)] == [200, 200, 200]
@@ -95,7 +96,7 @@ async def test_waiting_past_the_deadline_is_request_timeout(
     assert waited.status_code == 503
     assert waited.json()["code"] == "request_timeout"
     assert "no engine slot" in waited.json()["error"]
-    assert "Retry-After" in waited.headers
+    assert waited.headers["Retry-After"] == "1", "the estimate (the 0.3 s the first request ran) rounded up"
     await engine.open(gate)
     assert (await running).status_code == 200, "the patient tenant's own deadline (60 s) applies to it"
     await assert_drained(client)

@@ -69,8 +69,11 @@ async def test_engine_errors_are_translated(gateway: httpx.AsyncClient, model: s
     assert openai.status_code == status
     assert openai.json()["error"]["code"] == code
     if status == 503:
-        assert int(native.headers["Retry-After"]) >= 1
-        assert native.json()["retry_after"] > 0
+        assert native.headers["Retry-After"] == openai.headers["Retry-After"] == "2"
+        assert native.json()["retry_after"] == openai.json()["error"]["retry_after"] == 2.0
+    else:
+        assert "Retry-After" not in native.headers
+        assert native.json()["retry_after"] is None
 
 
 async def test_error_after_first_byte_ends_ndjson_with_one_error_line(gateway: httpx.AsyncClient) -> None:

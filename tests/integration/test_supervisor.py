@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import stat
 import sys
 from pathlib import Path
@@ -129,3 +130,41 @@ async def test_auto_without_ollama_picks_embedded(tmp_path: Path) -> None:
     plan = await plan_engine(settings)
     assert plan.kind == "embedded"
     assert plan.command[-5:-3] == ["engine", "--host"]
+
+
+async def test_stalled_engine_is_reported_and_refused_until_it_answers_again(tmp_path: Path) -> None:
+    settings = _settings(
+        tmp_path,
+        _standin(tmp_path, FAKE_SERVE),
+        engine_health_interval=0.1,
+        engine_probe_timeout=0.3,
+        engine_probe_failures=2,
+    )
+    supervisor = EngineSupervisor(settings)
+    await supervisor.start()
+    pid = supervisor.pid
+    assert pid is not None and supervisor.is_available()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for _ in range(200):  # bounded: two unanswered probes, 0.1 s apart, 0.3 s each
+            if supervisor.state == EngineState.STALLED:
+                break
+            await asyncio.sleep(0.05)
+        assert supervisor.state == EngineState.STALLED
+        assert supervisor.last_error == (
+            "engine does not answer within 0.3 s (2 health probes in a row); its process is alive"
+        )
+        assert not supervisor.is_available()
+        assert supervisor.pid == pid and supervisor.restarts == 0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
+        for _ in range(200):  # bounded: the next probe is answered
+            if supervisor.state == EngineState.RUNNING:
+                break
+            await asyncio.sleep(0.05)
+        assert supervisor.state == EngineState.RUNNING
+        assert supervisor.last_error is None and supervisor.is_available()
+        assert supervisor.pid == pid and supervisor.restarts == 0
+    finally:
+        await supervisor.stop()

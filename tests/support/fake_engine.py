@@ -4,9 +4,13 @@ Raw ASGI on uvicorn, so it stays much faster than anything it is used to measure
 request by the model name:
 
 - ``fault-500`` / ``fault-503`` / ``fault-404``: answer with that status and an Ollama error body;
+- a name starting with ``missing-``: ``404 {"error": "model '<name>' not found"}``, as Ollama answers an unknown model;
 - ``crash-midstream``: stream a few chunks, then drop the connection without a final chunk;
 - ``error-midstream``: stream a few chunks, then one ``{"error": ...}`` line, as Ollama does;
 - a name containing ``vision``: ``/api/show`` lists the ``vision`` capability (others only ``completion``);
+- ``/api/pull``: progress lines then ``success``; ``pull-error`` ends with an ``{"error": ...}`` line instead, and
+  ``pull-hold`` holds after its first line until the gateway hangs up (counted in ``pulls_held`` and
+  ``pulls_abandoned`` of ``GET /_fake/requests``);
 - anything else: a normal answer of ``--tokens`` tokens, after ``--latency-ms``, ``--token-ms`` apart
   (``options.num_predict`` and ``options.fake_token_ms`` override the count and pacing per request).
 
@@ -52,6 +56,8 @@ class FakeEngine:
     cancelled: int = 0
     gates: dict[str, asyncio.Event] = field(default_factory=dict)
     waiting: dict[str, int] = field(default_factory=dict)
+    pulls_held: int = 0
+    pulls_abandoned: int = 0
 
     def gate(self, name: str) -> asyncio.Event:
         return self.gates.setdefault(name, asyncio.Event())
@@ -99,6 +105,9 @@ class FakeEngine:
             status = int(model.split("-", 1)[1])
             await _json(send, status, {"error": f"scripted failure {status}"})
             return
+        if model.startswith("missing-"):
+            await _json(send, 404, {"error": f"model '{model}' not found"})
+            return
         if path in ("/api/embed", "/api/embeddings"):
             await self._embed(path, req, send)
         elif path in ("/api/chat", "/api/generate"):
@@ -107,6 +116,8 @@ class FakeEngine:
                 await self._generate(path, req, receive, send)
             finally:
                 self.in_flight -= 1
+        elif path == "/api/pull":
+            await self._pull(model, receive, send)
         elif path == "/api/show":
             capabilities = ["completion", "vision"] if "vision" in model else ["completion"]
             await _json(send, 200, {"modelfile": "", "details": {"family": "fake"}, "capabilities": capabilities})
@@ -121,7 +132,13 @@ class FakeEngine:
         elif path == "/api/ps":
             await _json(send, 200, {"models": []})
         elif path == "/_fake/requests":
-            body = {"requests": list(self.received), "in_flight": self.in_flight, "waiting": self.waiting}
+            body = {
+                "requests": list(self.received),
+                "in_flight": self.in_flight,
+                "waiting": self.waiting,
+                "pulls_held": self.pulls_held,
+                "pulls_abandoned": self.pulls_abandoned,
+            }
             await _json(send, 200, body)
         elif path == "/":
             await _json(send, 200, {"status": "fake"})
@@ -136,6 +153,26 @@ class FakeEngine:
         texts = req.get("input", "")
         count = 1 if isinstance(texts, str) else len(texts)
         await _json(send, 200, {"model": req.get("model"), "embeddings": [vector] * count, "prompt_eval_count": count})
+
+    async def _pull(self, model: str, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-ndjson")]}
+        )
+        await send({"type": "http.response.body", "body": b'{"status":"pulling manifest"}\n', "more_body": True})
+        if model == "pull-error":
+            failure = b'{"error":"pull model manifest: file does not exist"}\n'
+            await send({"type": "http.response.body", "body": failure})
+            return
+        if model == "pull-hold":
+            self.pulls_held += 1
+            try:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                self.pulls_abandoned += 1
+            finally:
+                self.pulls_held -= 1
+            return
+        await send({"type": "http.response.body", "body": b'{"status":"success"}\n'})
 
     def _chunk(self, path: str, model: str, text: str) -> dict[str, Any]:
         if path == "/api/chat":

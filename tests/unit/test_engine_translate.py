@@ -336,3 +336,17 @@ def test_streamed_tool_call_deltas_fold_into_whole_tool_calls() -> None:
         {"function": {"name": "get_time", "arguments": {}}},
     ]
     assert out["eval_count"] == 9
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("suffix", "end", "does not support insert"),
+        ("template", "{{ .Prompt }}", "template"),
+        ("context", [1, 2], "context"),
+    ],
+)
+def test_generate_fields_this_engine_cannot_honour_are_refused_by_name(field: str, value: object, words: str) -> None:
+    with pytest.raises(TranslationError, match=words):
+        check_request("generate", {"model": "m", "prompt": "p", field: value})
+    check_request("generate", {"model": "m", "prompt": "p", field: "" if isinstance(value, str) else []})

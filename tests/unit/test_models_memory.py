@@ -118,3 +118,34 @@ async def test_a_model_used_while_the_pass_runs_is_spared() -> None:
     mm.unload = unload_then_b_is_used
     assert [d["model"] for d in await mm.check()] == ["a"]
     assert engine.models == ["b"]
+
+
+async def test_beyond_the_limit_of_loaded_models_the_least_recently_used_idle_ones_go() -> None:
+    engine, clock, memory = FakeEngine(["a", "b", "c"]), Clock(), [40.0]
+    mm = MemoryManager(
+        loaded=engine.loaded,
+        unload=engine.unload,
+        busy=lambda: {"a"},
+        idle_timeout=lambda m: 3600.0,
+        read_memory=lambda: memory[0],
+        clock=clock,
+        max_loaded=1,
+    )
+    mm.touch("c")
+    clock.now += 1
+    mm.touch("b")
+    clock.now += 1
+    mm.touch("a")
+    clock.now += 1
+    done = await mm.check()
+    assert engine.unloaded == ["c", "b"]  # oldest first; a is busy and stays
+    assert all("more than the limit of 1" in d["reason"] for d in done)
+
+
+async def test_names_neither_loaded_nor_in_use_are_forgotten() -> None:
+    engine, clock, memory = FakeEngine(["a"]), Clock(), [40.0]
+    mm = manager(engine, clock, memory, busy={"queued:1b"})
+    for name in ("a", "queued:1b", *(f"random-{i}" for i in range(100))):
+        mm.touch(name)
+    await mm.check()
+    assert set(mm.last_used) == {"a:latest", "queued:1b"}

@@ -190,3 +190,49 @@ def test_models_from_tags() -> None:
     assert out["object"] == "list"
     assert out["data"][0]["id"] == "smollm2:135m"
     assert out["data"][0]["created"] == 1795590000
+
+
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+ASK = [{"role": "user", "content": "hi"}]
+
+
+def test_tool_choice_auto_keeps_the_tools_none_drops_them_and_forcing_is_refused() -> None:
+    def native(choice: object) -> dict[str, object]:
+        req = ChatCompletionRequest.model_validate(
+            {"model": "m", "messages": ASK, "tools": [TOOL], "tool_choice": choice}
+        )
+        return convert.chat_request_to_native(req)
+
+    assert native(None)["tools"] == [TOOL]
+    assert native("auto")["tools"] == [TOOL]
+    assert "tools" not in native("none")
+    for forced in ("required", {"type": "function", "function": {"name": "f"}}):
+        with pytest.raises(InvalidRequest) as refused:
+            native(forced)
+        assert refused.value.param == "tool_choice"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("logit_bias", {"50256": -100}), ("logprobs", True), ("top_logprobs", 3), ("audio", {"v": 1})]
+)
+def test_fields_nothing_honours_are_refused_by_name(field: str, value: object) -> None:
+    req = ChatCompletionRequest.model_validate({"model": "m", "messages": ASK, field: value})
+    with pytest.raises(InvalidRequest) as refused:
+        convert.chat_request_to_native(req)
+    assert refused.value.param == field
+    completion = CompletionRequest.model_validate({"model": "m", "prompt": "p", field: value})
+    with pytest.raises(InvalidRequest):
+        convert.completion_request_to_native(completion)
+
+
+def test_fields_that_ask_for_nothing_pass() -> None:
+    fields = {"logprobs": False, "parallel_tool_calls": True, "store": False, "metadata": None, "logit_bias": {}}
+    req = ChatCompletionRequest.model_validate({"model": "m", "messages": ASK, **fields})
+    assert convert.chat_request_to_native(req)["messages"] == ASK
+
+
+def test_echo_puts_the_prompt_before_the_answer() -> None:
+    native = {"model": "m", "response": " blue.", "done": True, "done_reason": "stop"}
+    out = convert.completion_response_from_native(native, request_id="r", created=1, echo="The sky is")
+    assert out["choices"][0]["text"] == "The sky is blue."
+    assert convert.completion_response_from_native(native, request_id="r", created=1)["choices"][0]["text"] == " blue."

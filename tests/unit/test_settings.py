@@ -66,3 +66,11 @@ def test_public_dict_leaves_harmless_values_alone() -> None:
 def test_public_dict_masks_a_password_even_without_a_scheme() -> None:
     shown = Settings(redis_url="user:pw-secret@redis.local:6379").public_dict()
     assert "pw-secret" not in str(shown["redis_url"])
+
+
+def test_the_engine_token_is_read_from_the_environment_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHARED_OLLAMA_ENGINE_TOKEN", "t0ken-secret")
+    settings = Settings()
+    assert settings.engine_token == "t0ken-secret"
+    assert settings.public_dict()["engine_token"] == "***"
+    assert "t0ken-secret" not in repr(settings)

@@ -10,6 +10,7 @@ from shared_ollama.api.errors import request_id_of
 from shared_ollama.api.surfaces import surface_of
 from shared_ollama.errors import InvalidRequest
 from shared_ollama.service.admission.context import RequestContext
+from shared_ollama.service.admission.gate import TENANT_HEADER
 from shared_ollama.service.admission.scheduler import Priority
 from shared_ollama.service.admission.tenants import Tenant
 from shared_ollama.service.gateway import Gateway
@@ -25,14 +26,19 @@ def gateway_of(request: Request) -> Gateway:
 
 
 def tenant_of(request: Request) -> Tenant:
-    """The authenticated tenant (401 without a valid key when auth is on); resolved once per request."""
+    """The authenticated tenant (401 without a valid key when auth is on); resolved once per request. From here
+    on every response to the request names it (``X-Shared-Ollama-Tenant``): answers, cache hits and errors."""
     tenant: Tenant | None = getattr(request.state, "tenant", None)
     if tenant is None:
+        state = request.state
         tenant = gateway_of(request).tenants.authenticate(request.headers)
-        request.state.tenant = tenant
-        record = getattr(request.state, "record", None)
+        state.tenant = tenant
+        record = getattr(state, "record", None)
         if record is not None:
             record.tenant = tenant.name
+        headers = getattr(state, "response_headers", None)
+        if headers is not None:
+            headers[TENANT_HEADER] = tenant.name
     return tenant
 
 

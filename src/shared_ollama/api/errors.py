@@ -13,11 +13,13 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from shared_ollama.api.middleware import REQUEST_ID_HEADER, new_request_id
+from shared_ollama.api.middleware import CLIENT_CLOSED, REQUEST_ID_HEADER, new_request_id
 from shared_ollama.api.surfaces import OPENAI, surface_of
 from shared_ollama.errors import (
+    RETRY_STATUSES,
     InternalError,
     InvalidRequest,
     NotFound,
@@ -61,14 +63,21 @@ def note_error(request: Request, exc: SharedOllamaError) -> None:
         record.code = exc.code
 
 
+def retry_after_header(seconds: float | None) -> str:
+    """``Retry-After`` in whole seconds, at least 1."""
+    return str(max(1, math.ceil(seconds or 0)))
+
+
 def error_response(request: Request, exc: SharedOllamaError) -> Response:
     note_error(request, exc)
     request_id = request_id_of(request)
     openai = surface_of(request.scope["path"]) == OPENAI
     body = openai_error_body(exc, request_id) if openai else native_error_body(exc, request_id)
     headers = {REQUEST_ID_HEADER: request_id}
-    if exc.retry_after is not None and exc.status in (429, 503):
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    if exc.status in RETRY_STATUSES:  # every 429 and 503 says when to come back
+        headers["Retry-After"] = retry_after_header(exc.retry_after)
+    elif exc.status == 408:  # the rest of a late body is not waited for: the connection closes
+        headers["Connection"] = "close"
     return Response(orjson.dumps(body), status_code=exc.status, media_type="application/json", headers=headers)
 
 
@@ -101,6 +110,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, error)
 
     async def on_disconnect(request: Request, exc: Exception) -> Response:
+        """The client went away (while sending its body or waiting for its answer): nobody reads this."""
+        record = getattr(request.state, "record", None)
+        if record is not None:
+            record.code = CLIENT_CLOSED
         return Response(status_code=CLIENT_CLOSED_STATUS)
 
     async def on_http(request: Request, exc: Exception) -> Response:
@@ -118,5 +131,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SharedOllamaError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(ClientDisconnected, on_disconnect)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)  # Starlette's, from reading a body
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unexpected)

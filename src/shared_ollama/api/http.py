@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, TypeVar
@@ -9,6 +10,7 @@ from typing import Any, TypeVar
 import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 
 from shared_ollama.api.deps import gateway_of, tenant_of
@@ -18,8 +20,15 @@ from shared_ollama.api.errors import (
     openai_error_body,
     request_id_of,
 )
-from shared_ollama.errors import BackendError, InternalError, InvalidRequest, RequestTooLarge, SharedOllamaError
-from shared_ollama.web import parse_json_object, until_disconnect
+from shared_ollama.errors import (
+    BackendError,
+    InternalError,
+    InvalidRequest,
+    RequestBodyTimeout,
+    RequestTooLarge,
+    SharedOllamaError,
+)
+from shared_ollama.web import ClientDisconnected, parse_json_object, until_disconnect
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -30,22 +39,29 @@ NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes.
+async def read_body(request: Request, limit: int, seconds: float) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes, and with
+    ``408 body_timeout`` when it has not all arrived within ``seconds``.
 
     A declared Content-Length over the limit is refused before reading anything; a chunked body is read
-    only up to the limit.
+    only up to the limit. A client that goes away mid-body raises ``ClientDisconnected`` (a 499, not an error).
     """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"request body is {int(declared)} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestBodyTimeout(f"the request body did not arrive within {seconds:g} s") from None
+    except ClientDisconnect:
+        raise ClientDisconnected from None
     return b"".join(chunks)
 
 
@@ -53,7 +69,8 @@ async def read_json(request: Request, *, limit: int | None = None) -> JsonDict:
     """The authenticated caller's JSON object body (auth is checked before a byte of the body is read)."""
     gateway = gateway_of(request)
     tenant_of(request)
-    body = await read_body(request, limit or gateway.settings.max_body_bytes)
+    settings = gateway.settings
+    body = await read_body(request, limit or settings.max_body_bytes, settings.body_timeout)
     return parse_json_object(body)
 
 
@@ -62,10 +79,12 @@ def validate(model: type[M], data: JsonDict) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         parts = []
-        for err in exc.errors()[:5]:
+        errors = exc.errors()
+        for err in errors[:5]:
             loc = ".".join(str(p) for p in err["loc"])
             parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
-        raise InvalidRequest("invalid request: " + "; ".join(parts)) from exc
+        first = ".".join(str(p) for p in errors[0]["loc"]) if errors else ""
+        raise InvalidRequest("invalid request: " + "; ".join(parts), param=first or None) from exc
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
 

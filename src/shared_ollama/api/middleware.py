@@ -4,9 +4,12 @@ For every request the middleware keeps a sane client-sent request id (else makes
 ``request.state.request_id`` and in the log context, and starts a ``RequestRecord`` that the pipeline fills in
 (``request.state.record``; its surface is ``surfaces.surface_of(path)``). ``request.state.response_headers`` is
 a dict the pipeline fills while it works (tenant, in-flight limit and remaining places, queue wait); it goes
-out with the response's headers, errors included. When the last byte has been sent (or the client went away),
-the record gets its status, route and latency and goes to the app's telemetry — unless the path is an
-operational one (health, metrics, docs, the status page), which would only drown the figures in polling.
+out with the response's headers, errors included; every 429 and 503 leaves with a ``Retry-After``. When the last
+byte has been sent (or the client went away), the record gets its status, route and latency and goes to the
+app's telemetry — unless the path is an operational one (health, metrics, docs, the status page), which would
+only drown the figures in polling. A client that went away before its last byte is recorded once, one way:
+status 499, code ``client_closed``. A request no route matched is recorded under a bounded template of its
+method and path (``unmatched_route``), so a scan of random paths cannot grow the metrics' label sets.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from shared_ollama.web import CLIENT_CLOSED_STATUS
 
 REQUEST_ID_HEADER = "X-Shared-Ollama-Request-Id"
 _HEADER_KEY = REQUEST_ID_HEADER.lower().encode()
+_RETRY_AFTER_KEY = b"retry-after"
+_RETRY_STATUSES = frozenset({429, 503})
 _SANE = re.compile(rb"^[A-Za-z0-9._:\-]{1,64}$")
 _NOT_RECORDED = frozenset(
     {
@@ -45,6 +50,20 @@ _NOT_RECORDED = frozenset(
     }
 )
 CLIENT_CLOSED = "client_closed"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_SEGMENT = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,23}$")
+MAX_UNMATCHED_ROUTES = 64
+"""Distinct templates of unmatched requests recorded as such; past this, ``<METHOD> /(other)``."""
+
+
+def unmatched_route(method: str, path: str) -> str:
+    """``<METHOD> <template>`` for a request no route matched: at most the first two path segments, a segment
+    that does not look like a name (an id, a long token) as ``*``, a deeper path ending in ``/…``; never the
+    query string."""
+    parts = path.split("/")[1:]
+    kept = [part if not part or _SEGMENT.match(part) else "*" for part in parts[:2]]
+    template = "/" + "/".join(kept) + ("/…" if len(parts) > 2 else "")
+    return f"{method if method in _METHODS else 'OTHER'} {template}"
 
 
 def new_request_id() -> str:
@@ -66,6 +85,7 @@ class RequestIdMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._new_id = _RequestIds()
+        self._unmatched: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,6 +118,8 @@ class RequestIdMiddleware:
                 if not any(k.lower() == _HEADER_KEY for k, _ in headers):
                     headers.append((_HEADER_KEY, raw_id))
                 headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+                if record.status in _RETRY_STATUSES and not any(k.lower() == _RETRY_AFTER_KEY for k, _ in headers):
+                    headers.append((_RETRY_AFTER_KEY, b"1"))  # a 429/503 not raised as a service error
                 message["headers"] = headers
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 finished = True
@@ -114,15 +136,20 @@ class RequestIdMiddleware:
             if path not in _NOT_RECORDED:
                 self._finish(scope, record, started, finished)
 
-    @staticmethod
-    def _finish(scope: Scope, record: RequestRecord, started: float, finished: bool) -> None:
+    def _finish(self, scope: Scope, record: RequestRecord, started: float, finished: bool) -> None:
         record.latency = time.perf_counter() - started
-        route = scope.get("route")
-        record.route = getattr(route, "path", None) or "unmatched"
-        if not record.status:
-            record.status = CLIENT_CLOSED_STATUS if not finished else 500
-        if not finished and record.code == "ok":
-            record.code = CLIENT_CLOSED
+        route = getattr(scope.get("route"), "path", None)
+        record.route = route or self._unmatched_route(scope)
+        if not finished or record.status == CLIENT_CLOSED_STATUS:  # gone before its last byte, streamed or not
+            record.status, record.code = CLIENT_CLOSED_STATUS, CLIENT_CLOSED
         telemetry = getattr(getattr(scope.get("app"), "state", None), "telemetry", None)
         if telemetry is not None:
             telemetry.record(record)
+
+    def _unmatched_route(self, scope: Scope) -> str:
+        route = unmatched_route(scope.get("method", ""), scope["path"])
+        if route not in self._unmatched:
+            if len(self._unmatched) >= MAX_UNMATCHED_ROUTES:
+                return route.split(" ", 1)[0] + " /(other)"
+            self._unmatched.add(route)
+        return route

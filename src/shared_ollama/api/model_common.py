@@ -3,14 +3,21 @@ the caller's model operations (admin-only for mutations), a required name from a
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
 import orjson
 from fastapi import Request
 from starlette.responses import Response
 
 from shared_ollama.api.deps import gateway_of, tenant_of
 from shared_ollama.api.http import json_response, ndjson_response, read_json, start_stream
-from shared_ollama.errors import InvalidRequest
+from shared_ollama.errors import BackendError, InvalidRequest, ModelNotFound, SharedOllamaError
 from shared_ollama.service.models.ops import ModelOps
+from shared_ollama.web import until_disconnect
+
+JsonDict = dict[str, Any]
 
 
 def model_ops(request: Request, action: str | None = None) -> ModelOps:
@@ -38,11 +45,26 @@ async def pull_model(request: Request) -> Response:
     name = required_name(data, "name", "model")
     stack, lines = await start_stream(request, ops.pull(name, insecure=bool(data.get("insecure"))))
     if data.get("stream") is False:
-        last = b"{}"
-        try:
-            async for line in lines:
-                last = line
-        finally:
-            await stack.aclose()
-        return json_response(orjson.loads(last))
+        return json_response(await until_disconnect(request, _last_line(stack, lines)))
     return ndjson_response(request, stack, lines)
+
+
+async def _last_line(stack: AsyncExitStack, lines: AsyncIterator[bytes]) -> JsonDict:
+    """A non-streamed pull's answer: its last progress line, or the engine's error as an error of ours (a failed
+    pull is never a 200). Cancelled (engine connection closed, pull abandoned) when its client leaves."""
+    last: JsonDict = {}
+    try:
+        async for line in lines:
+            parsed = orjson.loads(line)
+            if isinstance(parsed, dict) and "error" in parsed:
+                raise _pull_error(str(parsed["error"]))
+            last = parsed if isinstance(parsed, dict) else last
+    finally:
+        await stack.aclose()
+    return last
+
+
+def _pull_error(message: str) -> SharedOllamaError:
+    if "not found" in message or "does not exist" in message:
+        return ModelNotFound(message, param="model")
+    return BackendError(message)

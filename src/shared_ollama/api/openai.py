@@ -8,7 +8,9 @@ chat completion handler also serves the service API's ``/api/v1/chat/completions
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
@@ -23,6 +25,8 @@ from shared_ollama.protocol.names import canonical_model
 from shared_ollama.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from shared_ollama.service.images.vision import Compression
 from shared_ollama.web import until_disconnect
+
+JsonDict = dict[str, Any]
 
 router = APIRouter(tags=["openai"], route_class=LeanRoute)
 
@@ -79,6 +83,7 @@ async def completions(request: Request) -> Response:
     ctx = context_of(request)
     body = convert.completion_request_to_native(req)
     created = int(time.time())
+    echo = str(body["prompt"]) if req.echo else ""
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         to_chunks = partial(
@@ -88,10 +93,24 @@ async def completions(request: Request) -> Response:
             include_usage=include_usage,
         )
         stack, lines = await start_stream(request, gateway.stream(ctx, "/api/generate", body))
-        return sse_response(request, stack, lines, to_chunks)
+        return sse_response(request, stack, lines, _echoed(to_chunks, echo) if echo else to_chunks)
     raw = await until_disconnect(request, gateway.call(ctx, "/api/generate", body))
     native = orjson.loads(raw)
-    return json_response(convert.completion_response_from_native(native, request_id=ctx.request_id, created=created))
+    answer = convert.completion_response_from_native(native, request_id=ctx.request_id, created=created, echo=echo)
+    return json_response(answer)
+
+
+def _echoed(to_chunks: Callable[[JsonDict], list[JsonDict]], prompt: str) -> Callable[[JsonDict], list[JsonDict]]:
+    """``to_chunks`` with the prompt put before the first chunk's text (``echo: true``)."""
+    pending = [prompt]
+
+    def convert_with_echo(native: JsonDict) -> list[JsonDict]:
+        chunks = to_chunks(native)
+        if pending and chunks and chunks[0]["choices"]:
+            chunks[0]["choices"][0]["text"] = pending.pop() + chunks[0]["choices"][0]["text"]
+        return chunks
+
+    return convert_with_echo
 
 
 @router.post(

@@ -21,7 +21,7 @@ from shared_ollama.api.deps import gateway_of, tenant_of
 from shared_ollama.api.http import json_response
 from shared_ollama.api.openapi import LeanRoute
 from shared_ollama.backends.supervisor import EngineState
-from shared_ollama.errors import Forbidden
+from shared_ollama.errors import Forbidden, SharedOllamaError
 from shared_ollama.service.observability.metrics import CONTENT_TYPE
 from shared_ollama.service.observability.telemetry import Telemetry
 
@@ -43,11 +43,36 @@ def _operator(request: Request, what: str) -> None:
 
 # ---------------------------------------------------------------- health
 
+_INTERNAL = ("url", "pid")
+"""Engine fields that locate the engine on the machine: shown to admins only when auth is on."""
+
+
+def _sees_internals(request: Request) -> bool:
+    """Whether the caller may see where the engine runs: anyone with auth off, else admins only (health stays
+    open to monitors without a key, so a missing or wrong key only hides those fields)."""
+    if not gateway_of(request).tenants.auth_enabled:
+        return True
+    try:
+        return tenant_of(request).is_admin
+    except SharedOllamaError:
+        return False
+
+
+def _public_engine(engine: dict[str, object]) -> dict[str, object]:
+    """The engine's snapshot without its URL and PID (nor the URL inside its last error)."""
+    url = str(engine.get("url") or "")
+    shown = {k: v for k, v in engine.items() if k not in _INTERNAL}
+    if url and isinstance(shown.get("last_error"), str):
+        shown["last_error"] = str(shown["last_error"]).replace(url, "the engine")
+    return shown
+
 
 @router.get("/api/v1/health", tags=_SERVICE_TAGS, summary="Service and engine health (503 when degraded)")
 async def health(request: Request) -> Response:
     gateway = gateway_of(request)
     engine = gateway.supervisor.snapshot()
+    if not _sees_internals(request):
+        engine = _public_engine(engine)
     healthy = engine["state"] == EngineState.RUNNING
     loaded = await gateway.loaded.refresh() if healthy else []
     live = gateway.live_state()

@@ -86,14 +86,17 @@ async def model_profile(request: Request) -> Response:
         if gateway.profile is not None
         else {"profile": None, "reason": "no models config (config/models.yaml or SHARED_OLLAMA_MODELS_CONFIG)"}
     )
+    limits = gateway.policy.limits
     body["limits_in_force"] = {
+        "max_loaded_models": limits.max_loaded_models,
         "engine_max_loaded_models": settings.engine_max_loaded_models,
         "engine_num_parallel": settings.engine_num_parallel,
-        "engine_slots": settings.slots,
-        "idle_unload_seconds": settings.idle_unload_seconds,
+        "engine_slots": limits.slots,
+        "idle_unload_seconds": limits.idle_unload_seconds,
+        "source": limits.source,
         "memory_high_percent": settings.memory_high_percent,
         "memory_check_interval_seconds": settings.memory_check_interval,
         "preload_models": settings.preload_models,
     }
-    body["memory_manager"] = gateway.memory.snapshot() if gateway.memory is not None else None
+    body["memory_manager"] = gateway.memory.snapshot()
     return json_response(body)

@@ -74,10 +74,18 @@ def _no_such_endpoint(status: int, body: bytes) -> bool:
 class EngineClient:
     """Pooled client for one engine base URL."""
 
-    def __init__(self, base_url: str, settings: Settings, is_available: Callable[[], bool] | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        settings: Settings,
+        is_available: Callable[[], bool] | None = None,
+        token: Callable[[], str | None] | None = None,
+    ):
+        """``token`` gives the engine's bearer token now (a managed embedded engine has a new one per start)."""
         self.base_url = base_url.rstrip("/")
         self._settings = settings
         self._is_available = is_available or (lambda: True)
+        self._token = token or (lambda: None)
         self._session: aiohttp.ClientSession | None = None
         self.has_tokenizer: bool | None = None
         """Whether the engine counts tokens (``POST /api/tokenize``): None until a call has told."""
@@ -110,9 +118,16 @@ class EngineClient:
             raise BackendUnavailable("engine client is not open")
         return self._session
 
+    def _headers(self) -> dict[str, str]:
+        token = self._token()
+        return {**_JSON_HEADERS, "Authorization": f"Bearer {token}"} if token else _JSON_HEADERS
+
     def _check_available(self) -> None:
         if not self._is_available():
-            raise BackendUnavailable("the engine is down and being restarted", retry_after=_RETRY_AFTER_DOWN)
+            raise BackendUnavailable(
+                "the engine is unavailable (being restarted, or not answering its health probes)",
+                retry_after=_RETRY_AFTER_DOWN,
+            )
 
     async def _with_retry(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``call``; retry once when a pooled keep-alive connection turned out to be closed."""
@@ -137,7 +152,7 @@ class EngineClient:
         data = orjson.dumps(body) if body is not None else None
 
         async def call() -> bytes:
-            async with self.session.request(method, self.base_url + path, data=data, headers=_JSON_HEADERS) as resp:
+            async with self.session.request(method, self.base_url + path, data=data, headers=self._headers()) as resp:
                 payload = await resp.read()
                 if resp.status >= 300:
                     raise error_from_status(resp.status, payload)
@@ -161,7 +176,7 @@ class EngineClient:
 
         async def call() -> tuple[int, bytes]:
             url = self.base_url + "/api/tokenize"
-            async with self.session.post(url, data=data, headers=_JSON_HEADERS) as resp:
+            async with self.session.post(url, data=data, headers=self._headers()) as resp:
                 return resp.status, await resp.read()
 
         status, payload = await self._with_retry(call)
@@ -189,7 +204,7 @@ class EngineClient:
         data = orjson.dumps(body)
 
         async def open_response() -> aiohttp.ClientResponse:
-            resp = await self.session.post(self.base_url + path, data=data, headers=_JSON_HEADERS)
+            resp = await self.session.post(self.base_url + path, data=data, headers=self._headers())
             if resp.status >= 300:
                 payload = await resp.read()
                 resp.release()

@@ -4,7 +4,8 @@ Modes (``SHARED_OLLAMA_ENGINE``): ``external`` uses the engine at ``ollama_url``
 ``ollama`` runs ``ollama serve``; ``embedded`` runs ``shared-ollama engine``; ``auto`` takes a running
 Ollama at ``ollama_url`` if one answers, else an ``ollama`` binary on PATH, else the embedded engine.
 A managed engine listens on a loopback port; an engine already answering on that port is used, not
-started twice.
+started twice. An embedded engine gets a fresh token at every start (in its environment, never on its command
+line) and refuses requests without it: only this gateway can use it (``engine/access.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 class EngineState(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
+    STALLED = "stalled"
+    """A managed engine whose process is alive but does not answer its health probes (stopped, hung)."""
     RESTARTING = "restarting"
     DOWN = "down"
     STOPPED = "stopped"
@@ -57,12 +61,21 @@ def _free_loopback_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-async def probe_version(base_url: str, wait: float = 1.5) -> str | None:
+TOKEN_ENV = "SHARED_OLLAMA_ENGINE_TOKEN"
+"""How a managed embedded engine receives its token (``Settings.engine_token``)."""
+
+
+def bearer(token: str | None) -> dict[str, str]:
+    """The header that carries an engine token (none without one)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def probe_version(base_url: str, wait: float = 1.5, token: str | None = None) -> str | None:
     """The engine's version if an Ollama-API server answers at ``base_url``, else None."""
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=wait)) as session,
-            session.get(f"{base_url}/api/version") as resp,
+            session.get(f"{base_url}/api/version", headers=bearer(token)) as resp,
         ):
             if resp.status != 200:
                 return None
@@ -105,6 +118,8 @@ class EngineSupervisor:
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.token: str | None = None
+        """The token of the managed embedded engine now running (a new one at every start); None otherwise."""
 
     @property
     def base_url(self) -> str:
@@ -117,12 +132,13 @@ class EngineSupervisor:
         return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
 
     def is_available(self) -> bool:
-        """False while a managed engine is known to be dead; requests then fail fast with backend_unavailable.
+        """False while a managed engine is known to be dead or stalled; requests then fail fast with
+        backend_unavailable instead of waiting behind it until their deadline.
 
         An external engine is always tried: a refused connection is as fast as the check, and the request
         succeeds as soon as the engine is back, without waiting for the next health probe.
         """
-        return self.state != EngineState.RESTARTING
+        return self.state not in (EngineState.RESTARTING, EngineState.STALLED)
 
     async def start(self) -> None:
         self._stopping = False
@@ -145,6 +161,10 @@ class EngineSupervisor:
         assert self.plan is not None
         env = dict(os.environ)
         env.update(self.plan.env)
+        env.pop(TOKEN_ENV, None)
+        self.token = secrets.token_urlsafe(32) if self.plan.kind == "embedded" else None
+        if self.token:
+            env[TOKEN_ENV] = self.token
         log_dir = self._settings.data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         with open(Path(log_dir) / "engine.log", "ab") as out:  # noqa: ASYNC230 (once per engine start)
@@ -161,7 +181,7 @@ class EngineSupervisor:
         while time.monotonic() < deadline:
             if self._proc.returncode is not None:
                 break
-            self.version = await probe_version(self.plan.base_url)
+            self.version = await probe_version(self.plan.base_url, token=self.token)
             if self.version is not None:
                 self.state = EngineState.RUNNING
                 self.last_error = None
@@ -181,8 +201,7 @@ class EngineSupervisor:
         backoff = self._settings.engine_restart_backoff
         while not self._stopping:
             if self.plan is not None and self.plan.managed:
-                if self._proc is not None and self._proc.returncode is None:
-                    await self._proc.wait()
+                await self._watch_process()
                 if self._stopping:
                     return
                 self.state = EngineState.RESTARTING
@@ -208,6 +227,39 @@ class EngineSupervisor:
                 else:
                     self.state = EngineState.RUNNING
                     self.last_error = None
+
+    async def _watch_process(self) -> None:
+        """Until the managed engine exits: probe it every ``engine_health_interval``. After
+        ``engine_probe_failures`` probes in a row unanswered within ``engine_probe_timeout`` it is STALLED
+        (requests fail fast); its next answer makes it RUNNING again."""
+        proc, settings = self._proc, self._settings
+        if proc is None or proc.returncode is not None or self.plan is None:
+            return
+        exited = asyncio.ensure_future(proc.wait())
+        failures = 0
+        try:
+            while True:
+                done, _ = await asyncio.wait({exited}, timeout=settings.engine_health_interval)
+                if done:
+                    return
+                version = await probe_version(self.plan.base_url, wait=settings.engine_probe_timeout, token=self.token)
+                if exited.done() or self._stopping:
+                    return
+                failures = 0 if version is not None else failures + 1
+                if version is not None:
+                    self.version = version
+                    if self.state == EngineState.STALLED:
+                        log.info("the engine (pid %s) answers again", proc.pid)
+                    self.state, self.last_error = EngineState.RUNNING, None
+                elif failures >= settings.engine_probe_failures and self.state != EngineState.STALLED:
+                    self.state = EngineState.STALLED
+                    self.last_error = (
+                        f"engine does not answer within {settings.engine_probe_timeout:g} s "
+                        f"({failures} health probes in a row); its process is alive"
+                    )
+                    log.error("%s", self.last_error)
+        finally:
+            exited.cancel()
 
     async def _terminate(self) -> None:
         """SIGTERM, then SIGKILL to the engine's whole process group (Ollama runs its models as children)."""

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 
 from shared_ollama.engine.durations import keep_alive_seconds
+from shared_ollama.engine.machine import physical_cores, prompt_cache_mib, thread_share, total_ram
 from shared_ollama.engine.runtime import EngineCallError, LoadedModel
 from shared_ollama.engine.store import ModelEntry, ModelStore
 from shared_ollama.settings import Settings
@@ -41,6 +43,8 @@ class ModelRegistry:
         self._reaper: asyncio.Task[None] | None = None
         self._releasing: list[threading.Thread] = []
         self._notifiers: set[asyncio.Task[None]] = set()
+        self.cores = physical_cores()
+        self.cache_ram_mib = prompt_cache_mib(settings.engine_cache_ram_mib, total_ram())
 
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap(), name="keep-alive-reaper")
@@ -63,6 +67,21 @@ class ModelRegistry:
 
     def loaded(self) -> list[LoadedModel]:
         return sorted(self._loaded.values(), key=lambda m: -m.last_used)
+
+    @contextmanager
+    def held_if_loaded(self, name: str) -> Iterator[LoadedModel | None]:
+        """``name``'s loaded instance, kept from eviction while the block runs; None when it is not loaded
+        (nothing is loaded here: a token count must not load a model outside the gateway's admission)."""
+        model = self._loaded.get(name)
+        if model is None:
+            yield None
+            return
+        model.in_flight += 1
+        try:
+            yield model
+        finally:
+            model.in_flight -= 1
+            self._poke()
 
     def _num_ctx(self, entry: ModelEntry, requested: int | None) -> int:
         num_ctx = int(requested or entry.parameters.get("num_ctx") or self.settings.engine_num_ctx)
@@ -108,10 +127,14 @@ class ModelRegistry:
         """Load in a worker thread and register the model, even when the request that asked went away."""
         loop = asyncio.get_running_loop()
         gguf = self.store.blob_path(entry.digest)
+        held = len(self._loaded.keys() | self._loading.keys() | {entry.name})  # loaded or loading, this one included
+        load = functools.partial(
+            LoadedModel.load,
+            threads=thread_share(self.settings.engine_threads, self.cores, held),
+            cache_ram_mib=self.cache_ram_mib,
+        )
         try:
-            model = await loop.run_in_executor(
-                self.executor, LoadedModel.load, entry, gguf, self.settings, num_ctx, self.executor
-            )
+            model = await loop.run_in_executor(self.executor, load, entry, gguf, self.settings, num_ctx, self.executor)
         except Exception as exc:
             log.exception("loading %s failed", entry.name)
             hint = " (check its TEMPLATE: llama.cpp could not use it as a chat template)" if entry.template else ""
@@ -121,7 +144,7 @@ class ModelRegistry:
             self._poke()
         model.keep_alive = self._default_keep_alive()
         self._loaded[entry.name] = model
-        log.info("loaded %s (num_ctx %s) in %.2fs", entry.name, num_ctx, model.load_ns / 1e9)
+        log.info("loaded %s (num_ctx %s, %s threads) in %.2fs", entry.name, num_ctx, model.threads, model.load_ns / 1e9)
         return model
 
     def _default_keep_alive(self) -> float | None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import secrets
 import threading
 import time
 import urllib.error
@@ -63,18 +64,21 @@ def _error_from(exc: BaseException) -> EngineCallError:
     return EngineCallError(f"{exc.__class__.__name__}: {exc}")
 
 
-def _http_json(base: str, path: str, body: JsonDict | None = None) -> Any:
-    """Blocking call to the llama.cpp HTTP API the Server also listens on (loopback only)."""
+def _http_json(base: str, path: str, body: JsonDict | None = None, key: str = "") -> Any:
+    """Blocking call to the llama.cpp HTTP API the Server also listens on (loopback only, with its API key)."""
     data = orjson.dumps(body) if body is not None else None
-    request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(base + path, data=data, headers=headers)
     with urllib.request.urlopen(request, timeout=30) as reply:
         return orjson.loads(reply.read())
 
 
-def _llama_call(base: str, path: str, body: JsonDict) -> JsonDict:
+def _llama_call(base: str, path: str, body: JsonDict, key: str = "") -> JsonDict:
     """``_http_json`` with llama.cpp's errors (HTTP or in the body) as EngineCallError."""
     try:
-        return _check(_http_json(base, path, body))
+        return _check(_http_json(base, path, body, key))
     except urllib.error.HTTPError as exc:
         with contextlib.suppress(ValueError, OSError):
             _check(orjson.loads(exc.read()))  # raises with llama.cpp's own message and code
@@ -87,6 +91,50 @@ def _release(holder: list[Any]) -> None:
     started = time.monotonic()
     holder.clear()
     log.debug("model memory released in %.3fs", time.monotonic() - started)
+
+
+def llama_params(
+    entry: ModelEntry,
+    gguf: Path,
+    settings: Settings,
+    num_ctx: int,
+    *,
+    threads: int,
+    cache_ram_mib: int,
+    api_key: str = "",
+) -> tuple[Any, int]:
+    """llama.cpp's parameters for ``entry`` (an ``xllamacpp.CommonParams``, nothing loaded yet) and the context
+    per slot they give; ``threads`` and ``cache_ram_mib`` come from ``engine/machine.py``. llama.cpp also serves
+    the model over HTTP on a loopback port: ``api_key`` keeps other users of the machine off it."""
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(gguf)
+    if api_key:
+        params.api_keys = [api_key]
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.cache_ram_mib = cache_ram_mib  # llama.cpp's prompt cache: 8 GiB per model unless bounded
+    params.warmup = False
+    params.verbosity = 3 if settings.log_level == "debug" else 0
+    slots = settings.engine_num_parallel
+    params.n_parallel = slots
+    if "embedding" in entry.capabilities:
+        # Each input is one sequence that must fit one slot and one micro-batch (the encoder is not causal).
+        num_ctx = min(num_ctx, entry.context_length or _EMBEDDING_CTX)
+        params.embedding = True
+        params.n_ctx = num_ctx * slots
+        params.n_batch = num_ctx
+        params.n_ubatch = num_ctx
+        params.embd_normalize = -1  # raw pooled vectors; /api/embed normalises, /api/embeddings does not
+    else:
+        params.n_ctx = num_ctx * slots  # llama.cpp divides the context among the slots
+        params.ctx_shift = False  # a full context ends generation ("length"), never an endless shift
+    if entry.template:  # a Jinja chat template from /api/create (Go templates are refused there)
+        params.chat_template = entry.template
+    if entry.projector:
+        params.mmproj.path = str(gguf.parent / entry.projector.replace(":", "-"))
+    return params, num_ctx
 
 
 @dataclass
@@ -102,6 +150,10 @@ class LoadedModel:
     keep_alive: float | None = 300.0
     """Seconds to stay loaded after the last request; None = forever."""
     address: str = ""
+    api_key: str = field(default="", repr=False)
+    """The key of llama.cpp's own HTTP server for this model (``address``)."""
+    threads: int = 0
+    """CPU threads llama.cpp runs this model with (fixed at load)."""
     generating: int = 0
     """llama.cpp calls running now in worker threads (the engine's own view: it drops only when a call returns)."""
     stop_wait: float = 5.0
@@ -109,41 +161,43 @@ class LoadedModel:
     _special: tuple[list[int], list[int]] | None = None
 
     @classmethod
-    def load(cls, entry: ModelEntry, gguf: Path, settings: Settings, num_ctx: int, executor: Executor) -> LoadedModel:
+    def load(
+        cls,
+        entry: ModelEntry,
+        gguf: Path,
+        settings: Settings,
+        num_ctx: int,
+        executor: Executor,
+        *,
+        threads: int,
+        cache_ram_mib: int,
+    ) -> LoadedModel:
         """Blocking: build the llama.cpp server for ``entry`` (call from a worker thread)."""
         import xllamacpp
 
         started = time.monotonic_ns()
-        params = xllamacpp.CommonParams()
-        params.model.path = str(gguf)
-        params.cpuparams.n_threads = settings.threads
-        params.cpuparams_batch.n_threads = settings.threads
-        params.warmup = False
-        params.verbosity = 3 if settings.log_level == "debug" else 0
-        slots = settings.engine_num_parallel
-        params.n_parallel = slots
-        if "embedding" in entry.capabilities:
-            # Each input is one sequence that must fit one slot and one micro-batch (the encoder is not causal).
-            num_ctx = min(num_ctx, entry.context_length or _EMBEDDING_CTX)
-            params.embedding = True
-            params.n_ctx = num_ctx * slots
-            params.n_batch = num_ctx
-            params.n_ubatch = num_ctx
-            params.embd_normalize = -1  # raw pooled vectors; /api/embed normalises, /api/embeddings does not
-        else:
-            params.n_ctx = num_ctx * slots  # llama.cpp divides the context among the slots
-            params.ctx_shift = False  # a full context ends generation ("length"), never an endless shift
-        if entry.template:  # a Jinja chat template from /api/create (Go templates are refused there)
-            params.chat_template = entry.template
-        if entry.projector:
-            params.mmproj.path = str(gguf.parent / entry.projector.replace(":", "-"))
+        key = secrets.token_urlsafe(24)
+        params, num_ctx = llama_params(
+            entry, gguf, settings, num_ctx, threads=threads, cache_ram_mib=cache_ram_mib, api_key=key
+        )
         server = xllamacpp.Server(params)
         address = str(server.listening_address)
         # A task round trip proves llama.cpp's main loop is running: deleting a Server whose loop has not
         # started yet can hang its destructor.
         with contextlib.suppress(OSError, ValueError):
-            _http_json(address, "/slots")
-        return cls(entry, server, num_ctx, time.monotonic_ns() - started, executor, slots=slots, address=address)
+            _http_json(address, "/slots", key=key)
+        elapsed = time.monotonic_ns() - started
+        return cls(
+            entry,
+            server,
+            num_ctx,
+            elapsed,
+            executor,
+            slots=params.n_parallel,
+            address=address,
+            api_key=key,
+            threads=threads,
+        )
 
     @property
     def expires_in(self) -> float | None:
@@ -266,12 +320,12 @@ class LoadedModel:
 
     def _count_tokens(self, text: str, chat: JsonDict | None) -> int:
         if chat is not None:
-            text = str(_llama_call(self.address, "/apply-template", chat).get("prompt") or "")
+            text = str(_llama_call(self.address, "/apply-template", chat, self.api_key).get("prompt") or "")
         return len(self._tokenize(text))
 
     def _tokenize(self, text: str) -> list[int]:
         """Blocking: ``text``'s tokens as llama.cpp tokenizes a prompt (special tokens added and parsed)."""
-        reply = _llama_call(self.address, "/tokenize", {"content": text, "add_special": True})
+        reply = _llama_call(self.address, "/tokenize", {"content": text, "add_special": True}, self.api_key)
         return [int(t) for t in reply.get("tokens", [])]
 
     def _fitted_inputs(self, texts: list[str]) -> list[str | list[int]]:

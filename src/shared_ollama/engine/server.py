@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -12,7 +14,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from shared_ollama.engine.access import RequireToken
 from shared_ollama.engine.handlers import ApiError, EngineApp, json_response
+from shared_ollama.engine.machine import warn_if_busy_engines
 from shared_ollama.engine.manage import ModelManager
 from shared_ollama.engine.runtime import EngineCallError
 from shared_ollama.engine.tokenize import tokenize
@@ -21,7 +25,6 @@ from shared_ollama.web import CLIENT_CLOSED_STATUS, ClientDisconnected
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Request], Awaitable[Response]]
-"""Status logged for a request whose client went away (nobody receives it)."""
 
 
 def _guarded(handler: Handler) -> Handler:
@@ -90,6 +93,8 @@ def create_engine_app(settings: Settings) -> Starlette:
         Route("/api/tokenize", _guarded(count), methods=["POST"]),  # ours, not Ollama's: see engine/tokenize.py
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    if settings.engine_token:  # a managed engine: only its gateway may use it (engine/access.py)
+        app.add_middleware(RequireToken, token=settings.engine_token)
     app.state.engine = engine
     return app
 
@@ -101,6 +106,8 @@ def serve(settings: Settings, host: str, port: int) -> None:
     from shared_ollama.logs import configure_logging, flush_on_stop_signals
 
     flush_on_stop_signals(configure_logging(settings.log_level))
+    # One bounded scan (about a second, beside the start-up): another engine busy on the machine is logged.
+    threading.Thread(target=warn_if_busy_engines, args=({os.getpid()},), name="engine-scan", daemon=True).start()
     uvicorn.run(
         create_engine_app(settings),
         host=host,

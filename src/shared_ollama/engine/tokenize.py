@@ -5,6 +5,9 @@ over-long prompts before they run. The body names a model and either a ``prompt`
 ``messages`` (with optional ``system`` and ``tools``), counted as the model sees them: rendered through its
 chat template, with the model's own system prompt and history as a chat request would have them. Images are
 not counted (llama.cpp's tokenizer only sees text). The answer is ``{"model": name, "count": n}``.
+
+With ``"load": false`` (what the gateway sends: it counts before admission) a model that is not loaded is not
+loaded for the count: the answer is ``409 {"error": ..., "loaded": false}`` and the gateway estimates instead.
 """
 
 from __future__ import annotations
@@ -54,6 +57,12 @@ async def tokenize(app: EngineApp, request: Request) -> Response:
             chat = _chat(body, entry)
         except TranslationError as exc:
             raise ApiError(400, str(exc)) from exc
+    if body.get("load") is False:
+        with app.registry.held_if_loaded(entry.name) as held:
+            if held is None:
+                return json_response({"error": f"model '{body['model']}' is not loaded", "loaded": False}, 409)
+            count = await held.count_tokens(prompt or "", chat)
+        return json_response({"model": body["model"], "count": count})
     # A count is no reason to reload: reuse the loaded instance whatever its context size and keep_alive.
     loaded = next((m for m in app.registry.loaded() if m.entry.name == entry.name), None)
     num_ctx = loaded.num_ctx if loaded is not None else app.num_ctx(body)

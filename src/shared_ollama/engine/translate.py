@@ -86,6 +86,20 @@ def _check_images(images: Any) -> None:
         raise TranslationError("images must be a list of base64 strings")
 
 
+def _refuse_unsupported_generate(body: JsonDict) -> None:
+    """Ollama fields this engine cannot honour: refused by name, never silently dropped."""
+    if body.get("suffix"):
+        raise TranslationError(f'"{body.get("model")}" does not support insert (suffix)')
+    if body.get("template"):
+        raise TranslationError(
+            "template: this engine cannot apply a per-request template; create a model with a TEMPLATE instead"
+        )
+    if body.get("context"):
+        raise TranslationError(
+            "context is not supported by this engine; send the conversation as messages to /api/chat"
+        )
+
+
 def check_request(kind: str, body: JsonDict) -> None:
     """Reject shapes a chat or generate request cannot have (400s), before anything is loaded or run."""
     check_options(body.get("options"))
@@ -99,6 +113,7 @@ def check_request(kind: str, body: JsonDict) -> None:
             if body.get(key) is not None and not isinstance(body[key], str):
                 raise TranslationError(f"{key} must be a string")
         _check_images(body.get("images"))
+        _refuse_unsupported_generate(body)
         return
     messages = body.get("messages")
     if messages is not None and not isinstance(messages, list):

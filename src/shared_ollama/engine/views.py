@@ -45,6 +45,7 @@ def running(model: LoadedModel) -> JsonDict:
     return {
         **tag(model.entry),
         "size": model.memory_estimate,
+        "size_estimated": True,  # computed from the model's metadata (weights + KV cache), not measured
         "expires_at": expires.isoformat().replace("+00:00", "Z"),
         "size_vram": 0,
         "context_length": model.num_ctx,

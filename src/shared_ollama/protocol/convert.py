@@ -21,6 +21,7 @@ from shared_ollama.protocol.openai import (
     EmbeddingRequest,
     ResponseFormat,
     _Sampling,
+    _Wire,
 )
 
 JsonDict = dict[str, Any]
@@ -50,11 +51,22 @@ def _options(req: _Sampling, max_tokens: int | None) -> JsonDict:
     return options
 
 
-def image_from_url(url: str) -> str:
-    """An image part's URL as the native format carries it. Data URLs and http(s) URLs are passed on as they
-    are: the image pipeline decodes the former and fetches (or refuses) the latter, with the same checks and
-    error codes as on the native surfaces."""
-    return url
+_NEUTRAL: dict[str, tuple[object, ...]] = {
+    "logprobs": (False,),
+    "parallel_tool_calls": (True,),
+    "store": (False,),
+    "service_tier": ("auto", "default"),
+}
+"""Fields this service does not implement, accepted only with the value that asks for nothing (OpenAI's default)."""
+
+
+def refuse_unsupported(req: _Wire) -> None:
+    """A 400 naming the first field sent that nothing here honours (never silently ignored); unset or empty
+    values, and the values in ``_NEUTRAL``, ask for nothing and pass."""
+    for name, value in (req.model_extra or {}).items():
+        if value is None or value == [] or value == {} or value in _NEUTRAL.get(name, ()):
+            continue
+        raise InvalidRequest(f"'{name}' is not supported by this service", param=name)
 
 
 def _message(msg: ChatMessage) -> JsonDict:
@@ -68,7 +80,7 @@ def _message(msg: ChatMessage) -> JsonDict:
                 texts.append(part.text or "")
             elif part.type == "image_url" and part.image_url is not None:
                 url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
-                images.append(image_from_url(url))
+                images.append(url)  # data URLs and http(s) URLs: the image pipeline decodes, fetches or refuses
             else:
                 raise InvalidRequest(f"unsupported content part type '{part.type}'")
         out["content"] = "\n".join(texts)
@@ -109,7 +121,21 @@ def _format(fmt: ResponseFormat | None) -> str | JsonDict | None:
     return schema
 
 
+def _tools(req: ChatCompletionRequest) -> list[JsonDict] | None:
+    """The tools the model may call under ``tool_choice``: ``auto`` (the default) all of them, ``none`` none.
+    Forcing a call (``required``, or a named function) is refused: the engine cannot promise it."""
+    choice = req.tool_choice
+    if choice is None or choice == "auto":
+        return req.tools
+    if choice == "none":
+        return None
+    raise InvalidRequest(
+        "tool_choice must be 'auto' or 'none' (forcing a tool call is not supported)", param="tool_choice"
+    )
+
+
 def chat_request_to_native(req: ChatCompletionRequest) -> JsonDict:
+    refuse_unsupported(req)
     body: JsonDict = {
         "model": req.model,
         "messages": [_message(m) for m in req.messages],
@@ -121,12 +147,15 @@ def chat_request_to_native(req: ChatCompletionRequest) -> JsonDict:
     fmt = _format(req.response_format)
     if fmt is not None:
         body["format"] = fmt
-    if req.tools:
-        body["tools"] = req.tools
+    tools = _tools(req)
+    if tools:
+        body["tools"] = tools
     return body
 
 
 def completion_request_to_native(req: CompletionRequest) -> JsonDict:
+    """The native generate request; ``echo`` is applied to the answer by ``completion_response_from_native``."""
+    refuse_unsupported(req)
     prompt = req.prompt if isinstance(req.prompt, str) else req.prompt[0]
     body: JsonDict = {"model": req.model, "prompt": prompt, "stream": req.stream}
     if req.suffix:
@@ -138,6 +167,7 @@ def completion_request_to_native(req: CompletionRequest) -> JsonDict:
 
 
 def embedding_request_to_native(req: EmbeddingRequest) -> JsonDict:
+    refuse_unsupported(req)
     body: JsonDict = {"model": req.model, "input": req.input}
     if req.dimensions is not None:
         body["dimensions"] = req.dimensions
@@ -220,7 +250,8 @@ def chat_chunk_from_native(
     return out
 
 
-def completion_response_from_native(native: JsonDict, *, request_id: str, created: int) -> JsonDict:
+def completion_response_from_native(native: JsonDict, *, request_id: str, created: int, echo: str = "") -> JsonDict:
+    """``echo``: the prompt, put before the answer's text (OpenAI's ``echo: true``)."""
     return {
         "id": f"cmpl-{request_id}",
         "object": "text_completion",
@@ -230,7 +261,7 @@ def completion_response_from_native(native: JsonDict, *, request_id: str, create
         "choices": [
             {
                 "index": 0,
-                "text": native.get("response", ""),
+                "text": echo + native.get("response", ""),
                 "logprobs": None,
                 "finish_reason": finish_reason(native),
             }

@@ -1,6 +1,7 @@
 """Native (Ollama) request models: validated before anything reaches the engine.
 
-Unknown fields are kept (``extra="allow"``) and forwarded, so newer Ollama fields pass through unchanged.
+Unknown fields are kept (``extra="allow"``) and forwarded, so newer Ollama fields pass through unchanged. Every
+number is bounded (``bounds.py``): the known numeric ``options`` too, though ``options`` is otherwise free-form.
 """
 
 from __future__ import annotations
@@ -9,11 +10,26 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared_ollama.protocol.bounds import (
+    MAX_THREADS,
+    ContextCount,
+    ContextSize,
+    Dimensions,
+    EngineFloat,
+    KeepAlive,
+    NonNegativeFloat,
+    NumPredict,
+    Probability,
+    Seed,
+    TokenId,
+    TopK,
+)
+
 JsonDict = dict[str, Any]
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, allow_inf_nan=False)
 
     def to_engine(self) -> JsonDict:
         """The body sent to the engine: what the client sent, minus fields left unset."""
@@ -21,18 +37,27 @@ class _Wire(BaseModel):
 
 
 class Options(_Wire):
-    """Ollama ``options``; only the commonly used ones are typed, the rest pass through."""
+    """Ollama ``options``: the ones the engine knows are typed and bounded, the rest pass through."""
 
-    temperature: float | None = Field(default=None, ge=0)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
-    seed: int | None = None
-    num_predict: int | None = Field(default=None, ge=-2)
-    num_ctx: int | None = Field(default=None, ge=1)
+    temperature: NonNegativeFloat | None = None
+    top_p: Probability | None = None
+    min_p: Probability | None = None
+    typical_p: Probability | None = None
+    top_k: TopK | None = None
+    seed: Seed | None = None
+    num_predict: NumPredict | None = None
+    num_ctx: ContextSize | None = None
+    num_batch: ContextSize | None = None
+    num_keep: ContextCount | None = None
+    repeat_last_n: ContextCount | None = None
+    num_thread: int | None = Field(default=None, ge=0, le=MAX_THREADS)
+    mirostat: int | None = Field(default=None, ge=0, le=2)
+    mirostat_tau: NonNegativeFloat | None = None
+    mirostat_eta: NonNegativeFloat | None = None
     stop: list[str] | None = None
-    repeat_penalty: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    repeat_penalty: NonNegativeFloat | None = None
+    presence_penalty: EngineFloat | None = None
+    frequency_penalty: EngineFloat | None = None
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -66,7 +91,7 @@ class _Generation(_Wire):
     format: str | JsonDict | None = None
     options: Options | None = None
     stream: bool | None = None
-    keep_alive: str | int | float | None = None
+    keep_alive: KeepAlive | None = None
 
     @field_validator("format")
     @classmethod
@@ -88,7 +113,7 @@ class GenerateRequest(_Generation):
     template: str | None = None
     raw: bool | None = None
     images: list[str] | None = None
-    context: list[int] | None = None
+    context: list[TokenId] | None = None
 
 
 class EmbedRequest(_Wire):
@@ -98,8 +123,8 @@ class EmbedRequest(_Wire):
     input: str | list[str]
     truncate: bool | None = None
     options: Options | None = None
-    keep_alive: str | int | float | None = None
-    dimensions: int | None = Field(default=None, ge=1)
+    keep_alive: KeepAlive | None = None
+    dimensions: Dimensions | None = None
 
     @field_validator("input")
     @classmethod
@@ -115,7 +140,7 @@ class LegacyEmbeddingsRequest(_Wire):
     model: str = ""
     prompt: str
     options: Options | None = None
-    keep_alive: str | int | float | None = None
+    keep_alive: KeepAlive | None = None
 
 
 class ShowRequest(_Wire):
@@ -134,7 +159,7 @@ class ServiceEmbeddingsRequest(_Wire):
     prompt: str | None = None
     input: str | list[str] | None = None
     truncate: bool | None = None
-    keep_alive: str | int | float | None = None
+    keep_alive: KeepAlive | None = None
 
     def texts(self) -> str | list[str]:
         if self.input is not None:

@@ -1,4 +1,4 @@
-"""OpenAI request models (chat completions, completions, embeddings)."""
+"""OpenAI request models (chat completions, completions, embeddings); every number is bounded (``bounds.py``)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared_ollama.protocol.bounds import Dimensions, MaxTokens, Seed
+
 JsonDict = dict[str, Any]
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 class ImageUrl(_Wire):
@@ -55,9 +57,9 @@ class _Sampling(_Wire):
     model: str = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    seed: int | None = None
+    seed: Seed | None = None
     stop: str | list[str] | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: MaxTokens | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     n: int | None = Field(default=None, ge=1, le=1)
@@ -68,7 +70,7 @@ class _Sampling(_Wire):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: MaxTokens | None = None
     response_format: ResponseFormat | None = None
     tools: list[JsonDict] | None = None
     tool_choice: str | JsonDict | None = None
@@ -91,7 +93,7 @@ class EmbeddingRequest(_Wire):
     model: str = Field(min_length=1)
     input: str | list[str]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: Dimensions | None = None
     user: str | None = None
 
     @field_validator("input", mode="before")

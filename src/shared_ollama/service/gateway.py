@@ -58,7 +58,7 @@ class Gateway:
         policy: ModelPolicy,
         loaded: LoadedModels,
         memory: MemoryManager,
-        caching: Caching | None = None,
+        caching: Caching,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -112,7 +112,8 @@ class Gateway:
         if self.settings.log_prompts:
             log.debug("prompt of %s: %s", ctx.request_id, orjson.dumps(body.get("messages") or body.get("prompt")))
         if path in _PROMPTED:
-            await check_prompt_size(self.client, body, ctx.tenant.limits.max_prompt_tokens)
+            limit = ctx.tenant.limits.max_prompt_tokens
+            await check_prompt_size(self.client, body, limit, count_budget=self.settings.prompt_count_timeout)
             if request_kind(body) == "vision":
                 await self.admission.precheck(ctx, "vision")
             reports = await self.vision.prepare(body, compression)
@@ -121,7 +122,7 @@ class Gateway:
                 ctx.headers[IMAGES_HEADER] = summary(reports)
 
     def _cache_mode(self, ctx: RequestContext, path: str, body: JsonDict, cache: str | None) -> str:
-        if self.caching is None or path not in _PROMPTED:
+        if path not in _PROMPTED:
             return "off"
         return self.caching.mode(ctx, body, cache)
 
@@ -155,7 +156,6 @@ class Gateway:
         with contextlib.suppress(orjson.JSONDecodeError):
             _account(ctx.record, orjson.loads(raw))
         if mode != "off":
-            assert self.caching is not None
             await self.caching.store(ctx, body, mode, raw)
         return raw
 
@@ -202,7 +202,6 @@ class Gateway:
             await caching.store(ctx, body, mode, answer)
 
     async def _lookup(self, ctx: RequestContext, body: JsonDict, mode: str) -> Hit | None:
-        assert self.caching is not None
         if mode == "semantic":  # a semantic lookup asks the engine for an embedding: not for a tenant at its cap
             await self.admission.precheck(ctx, request_kind(body))
         return await self.caching.lookup(ctx, body, mode)

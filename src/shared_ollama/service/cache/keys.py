@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from shared_ollama.protocol.names import canonical_model
+
 JsonDict = dict[str, Any]
 SCOPES = ("tenant", "shared")
 KEY_VERSION = 1
@@ -62,7 +64,7 @@ def _canonical(request: JsonDict, tenant: str, scope: str, model_digest: str | N
     doc: JsonDict = {
         "v": KEY_VERSION,
         "kind": kind,
-        "model": str(request.get("model") or ""),
+        "model": canonical_model(str(request.get("model") or "")),
         "digest": model_digest,
         "tenant": tenant if scope == "tenant" else None,
         "context": context,

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from shared_ollama.protocol.names import canonical_model
 from shared_ollama.service.cache.keys import SCOPES, cache_key, context_key, message_count, path_kind, semantic_text
 from shared_ollama.service.cache.memory_store import CacheStore, Entry, MemoryStore
 from shared_ollama.service.cache.policy import CACHE_HEADER, decide
@@ -211,7 +212,7 @@ class ResponseCache:
         if key is None:
             return False
         kind = path_kind(request)
-        entry = Entry(response_json, str(request.get("model") or ""), tenant, kind, time.time())
+        entry = Entry(response_json, canonical_model(str(request.get("model") or "")), tenant, kind, time.time())
         if not await self._safe("put", self.backend.put(key, entry), False):
             return False
         self.stores += 1
@@ -225,7 +226,8 @@ class ResponseCache:
     async def purge(self, tenant: str | None = None, model: str | None = None) -> int:
         """Delete the entries of a tenant and/or a model (every entry when both are None). In the ``shared``
         scope an entry belongs to the tenant whose request stored it."""
-        return int(await self._safe("purge", self.backend.delete_matching(tenant=tenant, model=model), 0))
+        named = canonical_model(model) if model else None
+        return int(await self._safe("purge", self.backend.delete_matching(tenant=tenant, model=named), 0))
 
     async def stats(self) -> dict[str, int | float]:
         store = await self._safe("stats", self.backend.stats(), {})

@@ -6,8 +6,11 @@ The rules (``transcode``):
   JPEG from cameras), PNG, WEBP, GIF (first frame), BMP, TIFF (first page). Anything else is refused, naming it.
 * The dimensions are read from the header (``Image.open`` is lazy) and an image declaring more than
   ``max_pixels`` pixels is refused before a single pixel is decoded (decompression bombs).
+* A PNG whose bytes end inside one of its chunks is refused as truncated before a single pixel is decoded (a
+  cut 6000x6000 PNG would otherwise cost a 144 MB buffer first).
 * The pixels are then decoded in full; a truncated or corrupt file is refused. Pillow's module-level settings
-  (``LOAD_TRUNCATED_IMAGES``, ``MAX_IMAGE_PIXELS``) are never touched.
+  (``LOAD_TRUNCATED_IMAGES``, ``MAX_IMAGE_PIXELS``) are never touched. A refusal carries its message only:
+  never the decoder's exception, whose traceback would keep the decoded pixels alive as long as the refusal.
 * **Kept** (the original bytes are forwarded untouched): a JPEG or PNG whose longest side is at most
   ``max_side``, whose EXIF orientation is absent or 1, and whose colour mode is a common one (not CMYK).
 * Otherwise: EXIF orientation applied, all metadata dropped (EXIF, XMP, ICC profile, comments), downscaled so
@@ -19,6 +22,7 @@ The rules (``transcode``):
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -38,6 +42,7 @@ ORIENTATION_TAG = 0x0112
 _ACCEPTED_NAMES = "JPEG, PNG, WEBP, GIF, BMP, TIFF"
 _CORRUPT_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError)
 """What Pillow's decoders raise on bad data (``UnidentifiedImageError`` is an ``OSError``)."""
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"%PDF", "a PDF document"),
@@ -101,6 +106,8 @@ def transcode(data: bytes, limits: CodecLimits) -> tuple[bytes, ImageReport]:
                 f"the {fmt} image declares {width}x{height} = {width * height} pixels, more than the limit of "
                 f"{limits.max_pixels} (refused before decoding: possible decompression bomb)"
             )
+        if fmt == "PNG":
+            _check_png_chunks(data)
         keep_candidate = (
             fmt in KEEPABLE_FORMATS and max(width, height) <= limits.max_side and img.mode in KEEPABLE_MODES
         )
@@ -121,15 +128,35 @@ def transcode(data: bytes, limits: CodecLimits) -> tuple[bytes, ImageReport]:
 
 def _open(data: bytes) -> Image.Image:
     """Open lazily (header only), restricted to the accepted formats."""
+    message = ""
     try:
         return Image.open(io.BytesIO(data), formats=OPEN_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise InvalidImage(f"refused before decoding: possible decompression bomb ({exc})") from None
+        message = f"refused before decoding: possible decompression bomb ({exc})"
     except UnidentifiedImageError:
-        found = identify(data)
-        raise InvalidImage(f"unsupported image: found {found}; accepted: {_ACCEPTED_NAMES}") from None
+        message = f"unsupported image: found {identify(data)}; accepted: {_ACCEPTED_NAMES}"
     except _CORRUPT_ERRORS as exc:
-        raise InvalidImage(f"truncated or corrupt image header: {exc}") from None
+        message = f"truncated or corrupt image header: {exc}"
+    raise InvalidImage(message)  # outside the handler: no __context__ holding Pillow's frames
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """Walk the chunk headers (no decompression); refuse a PNG whose bytes end inside a chunk."""
+    offset, size = len(_PNG_SIGNATURE), len(data)
+    while offset < size:
+        if offset + 8 > size:
+            raise InvalidImage(f"truncated or corrupt PNG image: the data ends inside a chunk header at byte {size}")
+        length, kind = struct.unpack_from(">I4s", data, offset)
+        end = offset + 12 + length
+        if end > size:
+            name = kind.decode("latin-1")
+            raise InvalidImage(
+                f"truncated or corrupt PNG image: the data ends inside its {name!r} chunk "
+                f"({size} bytes, the chunk needs {end}): the file is incomplete"
+            )
+        if kind == b"IEND":
+            return
+        offset = end
 
 
 def identify(data: bytes) -> str:
@@ -160,12 +187,16 @@ def identify(data: bytes) -> str:
 
 
 def _load(img: Image.Image, fmt: str) -> None:
+    """Decode the pixels. Pillow's exception is dropped here, inside the handler: its traceback holds the
+    decoder and so the whole decoded buffer (144 MB for a 6000x6000 image) for as long as it lives."""
     try:
         img.load()
+        return
     except Image.DecompressionBombError as exc:
-        raise InvalidImage(f"refused: possible decompression bomb ({exc})") from None
+        message = f"refused: possible decompression bomb ({exc})"
     except _CORRUPT_ERRORS as exc:
-        raise InvalidImage(f"truncated or corrupt {fmt} image: {exc}") from None
+        message = f"truncated or corrupt {fmt} image: {exc}"
+    raise InvalidImage(message)
 
 
 def _orientation(img: Image.Image) -> int:

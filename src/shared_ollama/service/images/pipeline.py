@@ -68,9 +68,14 @@ class _Result:
 
 
 def _work(data: bytes, limits: CodecLimits) -> _Result:
-    """Runs in a worker thread."""
-    out, report = transcode(data, limits)
-    return _Result(base64.b64encode(out).decode("ascii"), report)
+    """Runs in a worker thread. A refusal leaves it as a fresh ``InvalidImage`` with only its message: the
+    codec's traceback (its frames hold the image and the decoder's buffers) stays in the worker and dies here."""
+    try:
+        out, report = transcode(data, limits)
+        return _Result(base64.b64encode(out).decode("ascii"), report)
+    except InvalidImage as exc:
+        message = exc.message
+    raise InvalidImage(message)
 
 
 def _short(text: str, limit: int = 80) -> str:

@@ -16,6 +16,7 @@ import orjson
 
 from shared_ollama.backends.client import EngineClient
 from shared_ollama.errors import InvalidRequest
+from shared_ollama.protocol.names import canonical_model
 from shared_ollama.service.images.pipeline import ImageProcessor, ImageReport
 
 JsonDict = dict[str, Any]
@@ -48,6 +49,7 @@ class Vision:
         self._capabilities: dict[str, tuple[float, frozenset[str] | None]] = {}
 
     async def capabilities(self, model: str) -> frozenset[str] | None:
+        model = canonical_model(model)
         cached = self._capabilities.get(model)
         if cached is not None and cached[0] > self._clock():
             return cached[1]
@@ -59,7 +61,7 @@ class Vision:
 
     def forget(self, model: str) -> None:
         """A model was created, copied, deleted or pulled: ask the engine again next time."""
-        self._capabilities.pop(model, None)
+        self._capabilities.pop(canonical_model(model), None)
 
     async def prepare(self, body: JsonDict, compression: Compression | None = None) -> list[ImageReport]:
         """Check the model can see, process every image of ``body`` in place; the reports, in order."""

@@ -17,7 +17,8 @@ class LoadedModels:
         self._timeout = timeout
         self.names: list[str] = []
         self.models: list[JsonDict] = []
-        """Name, size, size_vram and expires_at of each loaded model."""
+        """Name, size, size_vram and expires_at of each loaded model, and ``size_estimated`` (the engine says its
+        size is computed, not measured: the embedded engine's)."""
 
     async def refresh(self) -> list[str]:
         """Ask the engine (bounded wait; no answer counts as nothing loaded) and remember the answer."""
@@ -29,7 +30,10 @@ class LoadedModels:
         else:
             models = ps.get("models") if isinstance(ps.get("models"), list) else []
             self.models = [
-                {k: m.get(k) for k in ("name", "size", "size_vram", "expires_at")}
+                {
+                    **{k: m.get(k) for k in ("name", "size", "size_vram", "expires_at")},
+                    "size_estimated": bool(m.get("size_estimated")),
+                }
                 for m in models
                 if isinstance(m, dict) and m.get("name")
             ]

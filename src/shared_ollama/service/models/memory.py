@@ -43,6 +43,8 @@ class MemoryManager:
     idle_timeout: Callable[[str], float]
     interval: float = 60.0
     high_percent: float = 85.0
+    max_loaded: int | None = None
+    """Models kept loaded at once (the profile's limit); beyond it the least recently used idle ones go."""
     read_memory: Callable[[], float] = memory_percent
     clock: Callable[[], float] = time.monotonic
     last_used: dict[str, float] = field(default_factory=dict)
@@ -81,6 +83,9 @@ class MemoryManager:
         names = {canonical_model(m): m for m in await self.loaded()}  # canonical -> as the engine lists it
         loaded = list(names)
         started = self.clock()
+        busy = self._busy()
+        for model in [m for m in self.last_used if m not in names and m not in busy]:
+            del self.last_used[model]  # neither loaded nor in use: nothing to time (and names sent are unbounded)
         for model in loaded:
             self.last_used.setdefault(model, started)  # first seen now: its idle time starts now
         for model in loaded:
@@ -90,6 +95,14 @@ class MemoryManager:
                 done.append(await self._unload(model, names[model], f"idle for {idle:.0f} s (timeout {timeout:g} s)"))
         unloaded = {d["model"] for d in done}
         remaining = [m for m in loaded if names[m] not in unloaded]
+        while self.max_loaded is not None and len(remaining) > self.max_loaded:
+            candidates = [m for m in remaining if self._still_idle(m, started)]
+            if not candidates:
+                break
+            victim = min(candidates, key=lambda m: self.last_used.get(m, started))
+            reason = f"{len(remaining)} models loaded, more than the limit of {self.max_loaded}"
+            done.append(await self._unload(victim, names[victim], reason))
+            remaining.remove(victim)
         while remaining and (used := self.read_memory()) > self.high_percent:
             candidates = [m for m in remaining if self._still_idle(m, started)]
             if not candidates:
@@ -119,6 +132,7 @@ class MemoryManager:
             "interval_seconds": self.interval,
             "memory_percent": round(self.read_memory(), 1),
             "high_percent": self.high_percent,
+            "max_loaded_models": self.max_loaded,
             "idle_seconds": {m: round(now - t, 1) for m, t in sorted(self.last_used.items())},
             "recent_unloads": self.unloaded[-10:],
         }

@@ -100,8 +100,10 @@ AGGREGATES = (
     "avg_queue_wait_ms",
 )
 _INT_AGGREGATES = 6
+_FAILED_SQL = "status >= 400 AND code != 'client_closed'"
+"""A failed request: an error answer; a client that went away (499 ``client_closed``) is not one of ours."""
 _AGG_SQL = (
-    "COUNT(*), COALESCE(SUM(status >= 400), 0), COALESCE(SUM(engine = 0 AND status >= 400), 0), "
+    f"COUNT(*), COALESCE(SUM({_FAILED_SQL}), 0), COALESCE(SUM(engine = 0 AND {_FAILED_SQL}), 0), "
     "COALESCE(SUM(cache IN ('hit', 'semantic-hit')), 0), COALESCE(SUM(prompt_tokens), 0), "
     "COALESCE(SUM(completion_tokens), 0), COALESCE(AVG(latency), 0) * 1000, COALESCE(MAX(latency), 0) * 1000, "
     "COALESCE(AVG(queue_wait), 0) * 1000"
@@ -281,7 +283,7 @@ class AnalyticsStore:
         }
 
     async def recent_errors(self, limit: int = 20, tenant: str | None = None) -> list[dict[str, Any]]:
-        """The latest failed requests (status >= 400), newest first."""
+        """The latest failed requests (status >= 400, clients that went away aside), newest first."""
         if not 1 <= limit <= 1000:
             raise InvalidRequest(f"limit must be between 1 and 1000 (got {limit})", param="limit")
         await self.flush()
@@ -379,7 +381,7 @@ class AnalyticsStore:
         return totals, groups
 
     def _errors(self, limit: int, tenant: str | None) -> list[dict[str, Any]]:
-        where = "status >= 400" + (" AND tenant = ?" if tenant is not None else "")
+        where = _FAILED_SQL + (" AND tenant = ?" if tenant is not None else "")
         params: tuple[Any, ...] = ((tenant,) if tenant is not None else ()) + (limit,)
         cursor = self._db().execute(
             "SELECT ts, request_id, tenant, route, model, status, code FROM requests "

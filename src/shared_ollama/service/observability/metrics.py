@@ -2,7 +2,8 @@
 
 Each app owns its registry (no global state). With ``PROMETHEUS_MULTIPROC_DIR`` set (prometheus-client's own
 switch, for several worker processes), values are kept in that directory and ``/metrics`` aggregates every
-process's files; the live gauges then describe the process that answered the scrape.
+process's files; the live gauges then describe the process that answered the scrape. Model and tenant label
+values come from bounded sets (``labels.py``), so client-chosen names cannot grow the series without limit.
 """
 
 from __future__ import annotations
@@ -132,9 +133,10 @@ class Metrics:
         self.cache = Counter("shared_ollama_cache_requests", "Cache lookups by result", ["result"], registry=target)
         self._children: dict[tuple[str, str, str, str, int, str], tuple[Any, Any]] = {}
 
-    def observe(self, rec: RequestRecord) -> None:
-        model = rec.model or "-"
-        tenant = rec.tenant or "-"
+    def observe(self, rec: RequestRecord, *, model: str, tenant: str) -> None:
+        """Count ``rec`` under the ``model`` and ``tenant`` labels (from bounded sets: ``labels.py``)."""
+        model = model or "-"
+        tenant = tenant or "-"
         key = (rec.surface, rec.route, model, tenant, rec.status, rec.code)
         children = self._children.get(key)
         if children is None:  # label look-ups validate and lock: done once per label set, not per request

@@ -41,12 +41,13 @@ class PerformanceWindow:
         self._clock = clock
         self._models: dict[str, deque[_Sample]] = {}
 
-    def add(self, rec: RequestRecord) -> None:
-        if not rec.engine or not rec.model:
+    def add(self, rec: RequestRecord, model: str) -> None:
+        """Add ``rec`` under ``model``, its label from a bounded set (``labels.py``); nothing without one."""
+        if not rec.engine or not model:
             return
         tps = rec.completion_tokens / rec.eval_seconds if rec.eval_seconds > 0 and rec.completion_tokens else None
         sample = _Sample(rec.ts, rec.latency, rec.ttft, tps, rec.load_seconds, rec.status < 400)
-        self._models.setdefault(rec.model, deque(maxlen=self.size)).append(sample)
+        self._models.setdefault(model, deque(maxlen=self.size)).append(sample)
 
     def snapshot(self) -> dict[str, Any]:
         since = self._clock() - self.window

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared_ollama.service.observability.analytics import AnalyticsStore
+from shared_ollama.service.observability.labels import UNKNOWN, RecordLabels
 from shared_ollama.service.observability.metrics import LiveState, Metrics
 from shared_ollama.service.observability.perf import PerformanceWindow
 from shared_ollama.service.observability.records import RequestRecord
@@ -24,9 +25,16 @@ JsonDict = dict[str, Any]
 
 class Telemetry:
     def __init__(
-        self, analytics: AnalyticsStore, live: Callable[[], LiveState | None], *, access_log: bool = True
+        self,
+        analytics: AnalyticsStore,
+        live: Callable[[], LiveState | None],
+        *,
+        labels: RecordLabels,
+        access_log: bool = True,
     ) -> None:
         self.analytics = analytics
+        self.labels = labels
+        """Bounded label values for the metrics, the performance window and the per-tenant counters."""
         self.access_log = access_log
         self.metrics = Metrics(live)
         self.perf = PerformanceWindow()
@@ -41,13 +49,14 @@ class Telemetry:
         self.recent_errors: deque[JsonDict] = deque(maxlen=50)
 
     def record(self, rec: RequestRecord) -> None:
-        self.metrics.observe(rec)
-        self.perf.add(rec)
+        model, tenant = self.labels.model(rec), self.labels.tenant(rec)
+        self.metrics.observe(rec, model=model, tenant=tenant)
+        self.perf.add(rec, "" if model == UNKNOWN else model)
         self.analytics.add(rec)
-        failed = rec.status >= 400
+        failed = rec.status >= 400 and rec.code != "client_closed"  # a client that went away is no error of ours
         self._by_code[rec.code] += 1
         self._by_surface[rec.surface] += 1
-        self._by_tenant[rec.tenant or "-"] += 1
+        self._by_tenant[tenant or "-"] += 1
         self._tokens["prompt"] += rec.prompt_tokens
         self._tokens["generated"] += rec.completion_tokens
         if rec.cache != "none":
@@ -100,7 +109,7 @@ class Telemetry:
             "uptime_seconds": round(now - self.started, 3),
             "requests": {
                 "total": total,
-                "errors": total - self._by_code["ok"],
+                "errors": total - self._by_code["ok"] - self._by_code["client_closed"],
                 "by_code": dict(self._by_code.most_common()),
                 "by_surface": dict(self._by_surface.most_common()),
                 "by_tenant": dict(self._by_tenant.most_common()),
