@@ -16,6 +16,10 @@ from shared_ollama.errors import InvalidRequest
 T = TypeVar("T")
 JsonDict = dict[str, Any]
 
+MAX_JSON_DEPTH = 128
+"""Deepest nesting of arrays and objects a body may have: orjson reads 1024 levels but writes only 254, and a body
+is written again on its way to the engine (and into cache keys), so deeper is refused up front, by name."""
+
 CLIENT_CLOSED_STATUS = 499
 """Status logged for a request whose client went away before its answer (nobody receives it)."""
 
@@ -34,7 +38,26 @@ def parse_json_object(raw: bytes) -> JsonDict:
         raise InvalidRequest(f"malformed JSON body: {exc}") from exc
     if not isinstance(parsed, dict):
         raise InvalidRequest("request body must be a JSON object")
+    # Counting brackets is a C-speed scan; only a body with that many of them can be nested that deep.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _depth(parsed) > MAX_JSON_DEPTH:
+        raise InvalidRequest(f"request body is nested more than {MAX_JSON_DEPTH} levels deep")
     return parsed
+
+
+def _depth(value: object) -> int:
+    """The nesting depth of arrays and objects in ``value`` (iterative: no recursion limit to hit)."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        pending.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 async def _wait_for_disconnect(request: Request) -> None:

@@ -3,7 +3,8 @@ tenant cap as the official ollama and openai clients see it, keys sent by those 
 back at zero afterwards.
 
 Real generations are few and short (the engine runs on a couple of CPU cores); the one long generation
-only holds a tenant's place and is abandoned after its first line.
+(a schema that needs a thousand numbers, so it cannot end early) only holds a tenant's place, from the moment
+the gateway and the engine both show it running, and is then abandoned.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any
 import httpx
 import ollama
 import openai
-import orjson
 import pytest
 
 from shared_ollama.backends.client import EngineClient
@@ -36,7 +36,8 @@ HI = [{"role": "user", "content": "Hi"}]
 SENTENCE = "The quick brown fox jumps over the lazy dog. "
 UNDER = [{"role": "user", "content": SENTENCE * 12}]  # ~150 tokens, over the cheap byte bound: counted exactly
 OVER = [{"role": "user", "content": SENTENCE * 25}]  # ~280 tokens
-HOLD = [{"role": "user", "content": "Write a very long essay about the history of Rome."}]
+HOLD = [{"role": "user", "content": "List the numbers from 1 to 1000."}]
+LONG = {"type": "array", "items": {"type": "integer"}, "minItems": 1000}  # an answer that cannot end early
 BUSY = "busy"
 USED_TENANTS = ("default", "limits", BUSY)
 POLL_TIMEOUT = 30.0
@@ -114,19 +115,38 @@ def in_flight(client: httpx.Client, tenant: str) -> int:
     return int(stats(client, project(tenant))["tenants"][tenant]["text"]["in_flight"])
 
 
+def running(client: httpx.Client, tenant: str) -> int:
+    """``tenant``'s text requests the gateway has admitted and is running (not queued)."""
+    row = stats(client, project(tenant))["tenants"].get(tenant, {}).get("text")
+    return 0 if row is None else int(row["interactive"]["running"] + row["batch"]["running"])
+
+
+def generations(engine_url: str) -> int:
+    """The llama.cpp calls running in the engine (its ``/api/ps``)."""
+    resp = httpx.get(f"{engine_url}/api/ps", timeout=30)
+    assert resp.status_code == 200, resp.text
+    return int(resp.json()["generations"])
+
+
 @contextmanager
-def holding(client: httpx.Client, tenant: str) -> Iterator[None]:
-    """A long streamed generation for ``tenant``, read only up to its first line: it holds the tenant's place
-    until the block ends and the stream is closed (which cancels the generation)."""
-    body = {"model": CHAT_MODEL, "messages": HOLD, "stream": True, "options": {"num_predict": 400, "temperature": 0}}
+def holding(client: httpx.Client, engine_url: str, tenant: str) -> Iterator[None]:
+    """A long streamed generation for ``tenant`` that holds the tenant's place until the block ends and the
+    stream is closed (which cancels the generation). The block starts only once the gateway runs the request
+    for ``tenant`` and the engine is generating it; it cannot end on its own (a thousand numbers to write)."""
+    body = {
+        "model": CHAT_MODEL,
+        "messages": HOLD,
+        "format": LONG,
+        "stream": True,
+        "options": {"num_predict": 3000, "temperature": 0},
+    }
     with client.stream("POST", "/api/chat", json=body, headers=project(tenant)) as resp:
         assert resp.status_code == 200
-        lines = resp.iter_lines()  # kept referenced: a dropped iterator is closed, and closes the stream
-        first = orjson.loads(next(lines))
-        assert first["done"] is False and "error" not in first, first
+        poll(lambda: running(client, tenant) == 1, f"{tenant}'s request running in the gateway")
+        poll(lambda: generations(engine_url) >= 1, f"the engine generating {tenant}'s request", limit=60)
         assert in_flight(client, tenant) == 1
         yield
-        assert in_flight(client, tenant) == 1, "the generation was still running throughout"
+        assert running(client, tenant) == 1, "the held request was still running throughout the block"
 
 
 def test_prompt_limit_is_counted_with_the_models_tokenizer(
@@ -205,13 +225,13 @@ def test_the_prompt_check_never_loads_a_model(http: httpx.Client, engine_url: st
     assert CHAT_MODEL not in loaded_models(engine_url), "admitted by the estimate, still not loaded"
 
 
-def test_official_clients_see_the_tenant_cap(http: httpx.Client, admission_url: str) -> None:
+def test_official_clients_see_the_tenant_cap(http: httpx.Client, admission_url: str, engine_url: str) -> None:
     ollama_client = ollama.Client(host=admission_url, headers=project(BUSY), timeout=120)
     openai_client = openai.OpenAI(
         base_url=f"{admission_url}/v1", api_key="x", max_retries=0, default_headers=project(BUSY), timeout=120
     )
     before = stats(http, project(BUSY))["rejections"].get("tenant_busy", 0)
-    with holding(http, BUSY):
+    with holding(http, engine_url, BUSY):
         with pytest.raises(ollama.ResponseError) as refused:
             ollama_client.chat(model=CHAT_MODEL, messages=HI, options={"num_predict": 4})
         assert refused.value.status_code == 429
@@ -233,6 +253,7 @@ def test_official_clients_see_the_tenant_cap(http: httpx.Client, admission_url: 
 
     # Closing the stream gives the place back (once the gateway notices): the tenant's next request is answered.
     until(lambda: in_flight(http, BUSY) == 0, "the abandoned stream's place given back")
+    poll(lambda: generations(engine_url) == 0, "the abandoned generation stopped in the engine")
     answer = ollama_client.chat(model=CHAT_MODEL, messages=HI, options={"num_predict": 4})
     assert answer.done
     assert 0 < (answer.eval_count or 0) <= 4

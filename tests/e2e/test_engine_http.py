@@ -12,15 +12,18 @@ import ollama
 import pytest
 
 from shared_ollama.backends.client import EngineClient
+from shared_ollama.engine.store import ModelStore
 from shared_ollama.errors import ModelNotFound
 from shared_ollama.settings import Settings
-from tests.support.processes import free_port, spawn, stop, wait_http_ok
+from tests.support.processes import free_port, poll, spawn, stop, wait_http_ok
 
 pytestmark = pytest.mark.e2e
 
 CHAT = "smollm2:135m"
 EMBED = "all-minilm"
 HI = [{"role": "user", "content": "Say hello."}]
+NUMBERS = [{"role": "user", "content": "List the numbers from 1 to 1000."}]
+LONG = {"type": "array", "items": {"type": "integer"}, "minItems": 1000}  # an answer that cannot end early
 
 
 @pytest.fixture(scope="module")
@@ -218,13 +221,24 @@ def test_keep_alive_zero_unloads_and_empty_request_loads(http: httpx.Client, cli
     assert running[CHAT].expires_at.year > 2100
 
 
-def test_abandoned_stream_stops_generation(http: httpx.Client, client: ollama.Client) -> None:
-    body = {"model": CHAT, "messages": [{"role": "user", "content": "Write a very long essay."}]}
-    with http.stream("POST", "/api/chat", json={**body, "options": {"num_predict": 2000}}) as resp:
-        for _ in zip(range(3), resp.iter_lines(), strict=False):
-            pass
-    resp = client.chat(model=CHAT, messages=HI, options={"num_predict": 4})
-    assert resp.done
+def _generations(http: httpx.Client) -> int:
+    """The llama.cpp calls running in the engine (its ``/api/ps``): they drop only when llama.cpp has returned."""
+    return int(http.get("/api/ps").json()["generations"])
+
+
+def test_abandoned_stream_stops_generation(http: httpx.Client, engine_url: str) -> None:
+    """A client that leaves mid-stream stops llama.cpp: proved on the engine's own count of running generations.
+    The answer is long on purpose (a schema that needs a thousand numbers), so it cannot end on its own first."""
+    poll(lambda: _generations(http) == 0, "an idle engine before the test")
+    body = {"model": CHAT, "messages": NUMBERS, "format": LONG, "options": {"num_predict": 1024, "temperature": 0}}
+    with httpx.Client(base_url=engine_url, timeout=120) as own, own.stream("POST", "/api/chat", json=body) as resp:
+        assert resp.status_code == 200
+        first = json.loads(next(resp.iter_lines()))
+        assert first["done"] is False, first
+        poll(lambda: _generations(http) >= 1, "the engine generating the long answer", limit=60)
+    poll(lambda: _generations(http) == 0, "the engine stopping after its client left", limit=5.0)
+    running = {m["model"]: m for m in http.get("/api/ps").json()["models"]}
+    assert (running[CHAT]["requests"], running[CHAT]["generations"]) == (0, 0), running[CHAT]
 
 
 def test_concurrent_requests_all_complete(client: ollama.Client) -> None:
@@ -236,22 +250,41 @@ def test_concurrent_requests_all_complete(client: ollama.Client) -> None:
     assert all(0 < c <= 8 for c in counts)
 
 
-def test_least_recently_used_model_is_evicted(model_store: Path, artifacts_dir: Path) -> None:
+def test_least_recently_used_model_is_evicted(model_store: Path, artifacts_dir: Path, tmp_path: Path) -> None:
+    """Room for two models, three asked for: the third evicts the one used longest ago, not the one loaded first."""
+    source = ModelStore(model_store)
+    text = source.get(CHAT)
+    assert text is not None, f"{CHAT} is missing from {model_store}"
+    store = ModelStore(tmp_path / "store")  # a store of its own: the copies below do not reach other tests
+    store.blobs.mkdir(parents=True)
+    store.blob_path(text.digest).symlink_to(source.blob_path(text.digest).resolve())
+    store.put(text)
     port = free_port()
     proc = spawn(
         ["engine", "--host", "127.0.0.1", "--port", str(port)],
-        env={"SHARED_OLLAMA_MODELS_DIR": str(model_store), "SHARED_OLLAMA_ENGINE_MAX_LOADED_MODELS": "1"},
+        env={"SHARED_OLLAMA_MODELS_DIR": str(store.root), "SHARED_OLLAMA_ENGINE_MAX_LOADED_MODELS": "2"},
         log_path=artifacts_dir / "engine-lru.log",
     )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http_ok(f"{url}/api/version", proc)
-        single = ollama.Client(host=url)
-        single.generate(model=CHAT, prompt="Hi", options={"num_predict": 2})
-        assert [m.model for m in single.ps().models] == [CHAT]
-        single.embed(model=EMBED, input="hello")
-        assert [m.model for m in single.ps().models] == ["all-minilm:latest"]
-        single.generate(model=CHAT, prompt="Hi", options={"num_predict": 2})
-        assert [m.model for m in single.ps().models] == [CHAT]
+        engine = ollama.Client(host=url)
+        first, second, third = CHAT, "lru-b:latest", "lru-c:latest"
+        engine.copy(CHAT, second)
+        engine.copy(CHAT, third)
+
+        def use(name: str) -> None:
+            assert engine.generate(model=name, prompt="Hi", options={"num_predict": 1}).done
+
+        def loaded() -> set[str]:
+            return {str(m.model) for m in engine.ps().models}
+
+        use(first)
+        use(second)
+        assert loaded() == {first, second}, "both fit: the engine is now full"
+        use(first)  # the first model loaded is now the most recently used
+        assert loaded() == {first, second}
+        use(third)  # one must go to make room
+        assert loaded() == {first, third}, "the least recently used model (the second) was evicted"
     finally:
         stop(proc)

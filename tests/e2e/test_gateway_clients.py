@@ -17,6 +17,15 @@ EMBED_MODEL = "all-minilm"
 QUESTION = [{"role": "user", "content": "Capital of France?"}]
 
 
+def assert_finish(reason: str | None, produced: int | None, limit: int) -> None:
+    """A real model ends on its own ("stop") or at the token limit ("length"): either is right, but the count
+    must agree (a "length" answer has exactly ``limit`` tokens, a "stop" one between 1 and ``limit``)."""
+    assert reason in ("stop", "length"), reason
+    assert produced is not None and 0 < produced <= limit, produced
+    if reason == "length":
+        assert produced == limit, (reason, produced, limit)
+
+
 @pytest.fixture(scope="module")
 def ollama_client(gateway_url: str) -> ollama.Client:
     return ollama.Client(host=gateway_url)
@@ -42,7 +51,7 @@ def test_ollama_chat_stream(ollama_client: ollama.Client) -> None:
     assert len(chunks) >= 2
     assert all(not c.done for c in chunks[:-1])
     assert chunks[-1].done
-    assert chunks[-1].done_reason in ("stop", "length")
+    assert_finish(chunks[-1].done_reason, chunks[-1].eval_count, 16)
     assert "".join(c.message.content for c in chunks).strip()
 
 
@@ -84,9 +93,8 @@ def test_openai_chat(openai_client: openai.OpenAI) -> None:
     )
     assert resp.object == "chat.completion"
     assert resp.choices[0].message.content
-    assert resp.choices[0].finish_reason in ("stop", "length")
     assert resp.usage is not None
-    assert 0 < resp.usage.completion_tokens <= 24
+    assert_finish(resp.choices[0].finish_reason, resp.usage.completion_tokens, 24)
 
 
 def test_openai_chat_stream_with_usage(openai_client: openai.OpenAI) -> None:
@@ -97,9 +105,9 @@ def test_openai_chat_stream_with_usage(openai_client: openai.OpenAI) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip()
     finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
-    assert finals in (["stop"], ["length"])
+    assert len(finals) == 1, finals
     assert chunks[-1].usage is not None
-    assert chunks[-1].usage.completion_tokens <= 12
+    assert_finish(finals[0], chunks[-1].usage.completion_tokens, 12)
 
 
 def test_openai_json_schema(openai_client: openai.OpenAI) -> None:
@@ -138,7 +146,8 @@ def test_openai_tools_are_passed_through(openai_client: openai.OpenAI) -> None:
         assert call.function.name == "get_weather"
         assert isinstance(json.loads(call.function.arguments), dict)
     else:
-        assert choice.finish_reason in ("stop", "length") and choice.message.content
+        assert choice.message.content and resp.usage is not None
+        assert_finish(choice.finish_reason, resp.usage.completion_tokens, 64)
     with pytest.raises(openai.BadRequestError) as refused:  # forcing a call is refused by name, not ignored
         openai_client.chat.completions.create(model=CHAT_MODEL, messages=ask, tools=tools, tool_choice="required")
     assert refused.value.body["param"] == "tool_choice"  # type: ignore[index]
@@ -154,9 +163,17 @@ def test_openai_completions_echo_the_prompt_and_generate_refuses_a_suffix(openai
 
 def test_openai_completions(openai_client: openai.OpenAI) -> None:
     resp = openai_client.completions.create(model=CHAT_MODEL, prompt="The sky is", max_tokens=6)
-    assert resp.choices[0].text
-    stream = list(openai_client.completions.create(model=CHAT_MODEL, prompt="One, two,", max_tokens=6, stream=True))
-    assert stream[-1].choices[0].finish_reason in ("stop", "length")
+    assert resp.choices[0].text and resp.usage is not None
+    assert_finish(resp.choices[0].finish_reason, resp.usage.completion_tokens, 6)
+    stream = list(
+        openai_client.completions.create(
+            model=CHAT_MODEL, prompt="One, two,", max_tokens=6, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    finals = [c.choices[0].finish_reason for c in stream if c.choices and c.choices[0].finish_reason]
+    assert len(finals) == 1, finals
+    assert stream[-1].usage is not None
+    assert_finish(finals[0], stream[-1].usage.completion_tokens, 6)
 
 
 def test_openai_embeddings_float_and_base64(openai_client: openai.OpenAI) -> None:

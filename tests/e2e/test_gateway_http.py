@@ -6,9 +6,13 @@ import httpx
 import orjson
 import pytest
 
+from tests.support.processes import poll
+
 pytestmark = pytest.mark.e2e
 
 QUESTION = [{"role": "user", "content": "Capital of France?"}]
+NUMBERS = [{"role": "user", "content": "List the numbers from 1 to 1000."}]
+LONG = {"type": "array", "items": {"type": "integer"}, "minItems": 1000}  # an answer that cannot end early
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +105,30 @@ def test_malformed_json(http: httpx.Client, path: str) -> None:
     assert code == "invalid_request"
 
 
-def test_abandoned_stream_leaves_the_service_usable(http: httpx.Client) -> None:
-    for _ in range(3):
-        with http.stream("POST", "/api/chat", json={"model": "smollm2:135m", "messages": QUESTION}) as resp:
+def _generations(http: httpx.Client) -> int:
+    """The llama.cpp calls running in the engine (its ``/api/ps``, which the gateway passes through)."""
+    return int(http.get("/api/ps").json()["generations"])
+
+
+def _slots_in_use(http: httpx.Client) -> int:
+    return int(http.get("/api/v1/queue/stats").json()["engine_slots"]["in_use"])
+
+
+def test_abandoned_stream_leaves_the_service_usable(http: httpx.Client, gateway_url: str) -> None:
+    """Streams left after their first line, one after another: each stops its generation in the engine and gives
+    its engine slot back, and the service then answers. (tests/e2e/test_generation_stops.py hangs up on every
+    surface before reading anything; this one hangs up mid-stream, repeatedly.) The answers are long on purpose
+    (a schema that needs a thousand numbers), so none can end on its own before the check."""
+    poll(lambda: _generations(http) == 0, "an idle engine before the test")
+    body = {"model": "smollm2:135m", "messages": NUMBERS, "format": LONG, "options": {"num_predict": 1024}}
+    for attempt in range(3):
+        with httpx.Client(base_url=gateway_url, timeout=120) as own, own.stream("POST", "/api/chat", json=body) as resp:
+            assert resp.status_code == 200
             first = next(resp.iter_lines())
             assert orjson.loads(first)["done"] is False
+            poll(lambda: _generations(http) >= 1, f"the engine generating stream {attempt}", limit=60)
+        poll(lambda: _generations(http) == 0, f"the engine stopping stream {attempt} after its client left", limit=5.0)
+        poll(lambda: _slots_in_use(http) == 0, f"stream {attempt}'s engine slot given back", limit=5.0)
     resp = http.post("/api/v1/chat", json={"messages": QUESTION, "options": {"num_predict": 4}})
     assert resp.status_code == 200
     assert resp.json()["done"] is True

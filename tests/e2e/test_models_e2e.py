@@ -124,7 +124,8 @@ def test_pull_streams_progress_for_an_offline_default_and_explains_otherwise(htt
         statuses = [orjson.loads(line) for line in resp.iter_lines() if line]
     assert statuses[-1]["status"] == "success"
     other = http.post("/api/pull", json={"model": "llama3:8b", "stream": False})
-    assert other.status_code in (400, 404)
+    assert other.status_code == 400, other.text
+    assert other.json()["code"] == "invalid_request"
     assert "real Ollama" in other.json()["error"]
 
 

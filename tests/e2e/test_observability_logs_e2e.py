@@ -16,7 +16,7 @@ import pytest
 from tests.support.observability import CHAT_ROUTE, Gateways, JsonDict, fake_chat, project, until
 from tests.support.processes import stop
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.integration  # the scripted engine, not the real one
 
 
 # --- JSON logs with the request id, without prompts

@@ -27,12 +27,10 @@ from tests.support.observability import (
 )
 from tests.support.processes import stop
 
-pytestmark = pytest.mark.e2e
-
-
 # --- Prometheus counters across worker processes
 
 
+@pytest.mark.integration  # the scripted engine
 def test_metrics_are_summed_across_worker_processes(gateways: Gateways, tmp_path: Path) -> None:
     prom_dir = tmp_path / "prometheus"
     prom_dir.mkdir()
@@ -65,6 +63,7 @@ def test_metrics_are_summed_across_worker_processes(gateways: Gateways, tmp_path
 # --- token accounting with the real engine
 
 
+@pytest.mark.e2e
 def test_token_metrics_match_the_real_engines_counts(
     engine_url: str, model_store: Path, tmp_path: Path, artifacts_dir: Path
 ) -> None:

@@ -17,7 +17,7 @@ from tests.support.images import b64, close_last_chunk, large_rgb, truncated_png
 from tests.support.observability import Gateways
 from tests.support.vision import native_error, native_vlm
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.integration  # the scripted engine, not the real one
 
 SIDE = 6000
 MEASURED = 20

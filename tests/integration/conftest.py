@@ -24,6 +24,15 @@ from tests.support.fake_engine import FakeEngine
 from tests.support.processes import free_port
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here runs against the scripted engine: marked ``integration`` (``-m integration`` also selects
+    the scripted-engine tests that live in tests/e2e/ for their process fixtures)."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in item.path.resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def fake_engine() -> Iterator[tuple[str, FakeEngine]]:
     engine = FakeEngine()

@@ -167,12 +167,12 @@ async def test_redis_down_is_a_miss_not_an_error() -> None:
         await down.add_vector("ctx", [1.0, 0.0], "k")
         assert await down.nearest("ctx", [1.0, 0.0]) is None
         stats = await down.stats()
-        assert stats["errors"] >= 5 and stats["entries"] == 0
+        assert (stats["errors"], stats["entries"]) == (6, 0)  # each call above failed once, and stats' own
         config = CacheConfig()
         cache = ResponseCache(config, down, bag_of_words)
         assert await cache.lookup(chat(QUESTION), "web", "semantic") is None
         assert not await cache.store(chat(QUESTION), "web", "exact", None, answer())
-        assert (await cache.stats())["errors"] >= 7
+        assert (await cache.stats())["errors"] == 10  # a semantic lookup (2 calls), a store, and stats again
     finally:
         await down.close()
 
@@ -183,11 +183,9 @@ async def test_after_an_error_redis_is_left_alone_for_a_while() -> None:
     )
     try:
         assert await flaky.get("k") is None
-        started = time.perf_counter()
         for _ in range(100):
             assert await flaky.get("k") is None
-        assert flaky.errors == 1 and flaky.skipped == 100
-        assert time.perf_counter() - started < 1.0
+        assert flaky.errors == 1 and flaky.skipped == 100  # no new connection attempt: Redis is left alone
     finally:
         await flaky.close()
 

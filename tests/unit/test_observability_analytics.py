@@ -63,6 +63,7 @@ class Hook:
         self.gate: threading.Event | None = None
         self.fail_next = False
         self.entered = threading.Event()
+        self.left_gate = threading.Event()
         self.committed = threading.Event()
 
     def connect(self, *args: Any, **kw: Any) -> sqlite3.Connection:
@@ -84,7 +85,9 @@ class Hook:
                     hook.fail_next = False
                     raise sqlite3.OperationalError("disk I/O error")
                 if hook.gate is not None:
-                    assert hook.gate.wait(10), "test never released the stalled writer"
+                    released = hook.gate.wait(10)
+                    hook.left_gate.set()
+                    assert released, "test never released the stalled writer"
                 return super().executemany(sql, rows)
 
         hook.threads.add(threading.get_ident())
@@ -310,10 +313,11 @@ async def test_adds_during_a_stalled_flush_are_not_lost(hook: Hook, open_store: 
             store.add(rec(i))
         flushing = asyncio.create_task(store.flush())
         assert await asyncio.to_thread(hook.entered.wait, 10)  # the writer thread is now stuck in executemany
-        started = time.perf_counter()
+        calls = hook.calls
         for i in range(100, 1100):
             store.add(rec(i))  # synchronous: the loop never waits for the disk
-        assert time.perf_counter() - started < 1.0
+        assert not hook.left_gate.is_set(), "every add returned while the writer was still stuck in executemany"
+        assert hook.calls == calls, "the adds touched no database"
         assert store.stats()["pending"] == 1000
         assert not flushing.done()
     finally:

@@ -149,7 +149,9 @@ class EngineApp:
                 async with stack:  # releases the model (and applies keep_alive) before answering
                     result = await until_disconnect(request, _collect(chunks))
                 return json_response(response(kind, name, result, started, load_ns))
-            first = await anext(chunks, None)  # failures before the first token keep their HTTP status
+            # Failures before the first token keep their HTTP status; a client that leaves while its request
+            # waits for a slot or its first token is noticed here (the stream's own watch starts after).
+            first = await until_disconnect(request, anext(chunks, None))
         except BaseException:
             await stack.aclose()
             raise

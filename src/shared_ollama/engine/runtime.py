@@ -158,6 +158,7 @@ class LoadedModel:
     """llama.cpp calls running now in worker threads (the engine's own view: it drops only when a call returns)."""
     stop_wait: float = 5.0
     """How long a stopped stream waits for llama.cpp to notice (it checks at the next token)."""
+    _free_slots: asyncio.Semaphore | None = field(default=None, repr=False)
     _special: tuple[list[int], list[int]] | None = None
 
     @classmethod
@@ -219,12 +220,21 @@ class LoadedModel:
             kv_cache = 2 * layers * kv_heads * (width // heads) * self.num_ctx * self.slots * 2
         return self.entry.size + kv_cache
 
-    def _run(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
-        """``fn(*args)`` on a worker thread, counted in ``generating`` until the thread's call returns (not until
-        its awaiting task is cancelled: a cancelled wait leaves llama.cpp running, and the count must say so)."""
+    async def _run(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
+        """``fn(*args)`` on a worker thread once one of the model's slots is free, counted in ``generating`` until
+        the thread's call returns (not until its awaiting task is cancelled: a cancelled wait leaves llama.cpp
+        running, and the count must say so). Calls wait for a slot here, where a client that leaves simply stops
+        waiting, not in llama.cpp's own queue, where a call can only be stopped once it has started."""
+        if self._free_slots is None:
+            self._free_slots = asyncio.Semaphore(max(1, self.slots))
+        await self._free_slots.acquire()
         loop = asyncio.get_running_loop()
         self.generating += 1
-        work = self.executor.submit(fn, *args)
+        try:
+            work = self.executor.submit(fn, *args)
+        except BaseException:
+            self._finished()
+            raise
 
         def finished(_: object) -> None:  # on the worker thread, when ``fn`` has returned
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is counting any more
@@ -235,12 +245,14 @@ class LoadedModel:
 
     def _finished(self) -> None:
         self.generating -= 1
+        if self._free_slots is not None:
+            self._free_slots.release()
 
     async def call(self, method: str, request: JsonDict) -> JsonDict:
         """A call that cannot be stopped once started (embeddings); generations use ``stream``."""
         fn = getattr(self.server, method)
         try:
-            return _check(await self._run(fn, request))
+            return _check(await (await self._run(fn, request)))
         except EngineCallError:
             raise
         except Exception as exc:
@@ -268,7 +280,7 @@ class LoadedModel:
             except Exception as exc:
                 put("error", exc)
 
-        future = self._run(run)
+        future = await self._run(run)
         try:
             while True:
                 kind, item = await queue.get()
