@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.soak                 # 10 minutes, 4 tenants
     .venv/bin/python -m bench.soak --minutes 2     # shorter
+    .venv/bin/python -m bench.soak --minutes 4 --cache-ram-mib 64   # a small prompt-cache bound: the plateau
 
 Prints the resident memory of the gateway and of the engine at the start, the middle and the end, and the
 outcomes by status and code; every rejection must be structured (a JSON body with a ``code``). Not a test:
@@ -114,6 +115,7 @@ async def _soak(url: str, pid: int, minutes: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--cache-ram-mib", type=int, help="bound of llama.cpp's prompt cache (default: the engine's)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         data = Path(tmp)
@@ -128,6 +130,8 @@ def main() -> None:
             "SHARED_OLLAMA_CACHE_ENABLED": "false",
             "SHARED_OLLAMA_LOG_LEVEL": "warning",
         }
+        if args.cache_ram_mib is not None:
+            env["SHARED_OLLAMA_ENGINE_CACHE_RAM_MIB"] = str(args.cache_ram_mib)
         proc = spawn(["serve", "--host", "127.0.0.1", "--port", str(port)], env=env, log_path=data / "soak.log")
         try:
             url = f"http://127.0.0.1:{port}"

@@ -123,6 +123,7 @@ def test_pull_streams_progress_for_an_offline_default_and_explains_otherwise(htt
         assert resp.status_code == 200
         statuses = [orjson.loads(line) for line in resp.iter_lines() if line]
     assert statuses[-1]["status"] == "success"
+    assert "no download" in statuses[1]["status"]  # the progress of a local install does not pass for a download
     other = http.post("/api/pull", json={"model": "llama3:8b", "stream": False})
     assert other.status_code == 400, other.text
     assert other.json()["code"] == "invalid_request"

