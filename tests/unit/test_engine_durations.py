@@ -82,3 +82,13 @@ def test_keep_alive_semantics() -> None:
     assert keep_alive_seconds("-5m", "5m") is None
     assert keep_alive_seconds(0, "5m") == 0
     assert keep_alive_seconds("0s", "5m") == 0
+
+
+def test_a_keep_alive_beyond_any_date_is_forever_not_an_overflow() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    assert keep_alive_seconds("100000000h", "5m") is None  # 11,000 years: /api/ps could not print its expiry
+    assert keep_alive_seconds(10**12, "5m") is None
+    long = keep_alive_seconds("8760h", "5m")  # a year is a date
+    assert long == 8760 * 3600.0
+    datetime.now(UTC) + timedelta(seconds=long)

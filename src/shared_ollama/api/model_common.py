@@ -55,7 +55,10 @@ async def _last_line(stack: AsyncExitStack, lines: AsyncIterator[bytes]) -> Json
     last: JsonDict = {}
     try:
         async for line in lines:
-            parsed = orjson.loads(line)
+            try:
+                parsed = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise BackendError("the engine sent a pull progress line that is not JSON") from None
             if isinstance(parsed, dict) and "error" in parsed:
                 raise _pull_error(str(parsed["error"]))
             last = parsed if isinstance(parsed, dict) else last

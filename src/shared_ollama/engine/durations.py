@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+FOREVER_SECONDS = 100 * 365 * 86400.0
+"""A keep_alive this long or longer is forever (as a negative one is): later times than that are not dates."""
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _NUMBER = re.compile(r"\d+\.?\d*|\.\d+")
 _PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|ms|s|m|h)")
@@ -34,4 +36,6 @@ def keep_alive_seconds(value: str | int | float | None, default: str) -> float |
     if value is None or value == "":
         value = default
     seconds = float(value) if isinstance(value, int | float) else parse_duration(value)
-    return None if seconds < 0 else seconds
+    if seconds != seconds:  # NaN
+        raise ValueError("keep_alive is not a number")
+    return None if seconds < 0 or seconds >= FOREVER_SECONDS else seconds
