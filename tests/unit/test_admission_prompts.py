@@ -106,3 +106,14 @@ async def test_a_tokenizer_that_takes_too_long_leaves_the_estimate() -> None:
 async def test_an_unknown_model_is_still_the_clients_error() -> None:
     with pytest.raises(ModelNotFound):
         await check(FakeClient(ModelNotFound("model 'm' not found")), UNDER_BY_ESTIMATE)
+
+
+async def test_the_tools_schemas_count_towards_the_prompt() -> None:
+    tool = {"type": "function", "function": {"name": "f", "description": "d " * 20_000, "parameters": {}}}
+    client = FakeClient(1)
+    with pytest.raises(PromptTooLarge) as info:
+        await check(client, {**chat("hi"), "tools": [tool]})
+    assert client.calls == [] and "refused without counting" in info.value.message
+    small = {**chat("word " * 400), "tools": [{"type": "function", "function": {"name": "g"}}]}
+    await check(client, small)
+    assert client.calls[-1][1]["tools"] == small["tools"]  # the engine counts them as its template renders them

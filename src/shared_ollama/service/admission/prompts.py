@@ -22,6 +22,8 @@ import logging
 import math
 from typing import Any
 
+import orjson
+
 from shared_ollama.backends.client import EngineClient
 from shared_ollama.errors import InvalidRequest, ModelNotFound, PromptTooLarge, SharedOllamaError
 
@@ -56,6 +58,9 @@ def _texts(body: JsonDict) -> tuple[list[str], int]:
     if isinstance(messages, list):
         count = len(messages) + (1 if isinstance(body.get("system"), str) else 0)
         texts += [m["content"] for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str)]
+    tools = body.get("tools")
+    if isinstance(tools, list) and tools:  # the template renders the tools' schemas into the prompt
+        texts.append(orjson.dumps(tools).decode())
     return texts, count
 
 
@@ -104,5 +109,7 @@ def _tokenize_body(body: JsonDict) -> JsonDict:
         out: JsonDict = {"messages": body["messages"]}
         if isinstance(body.get("system"), str):
             out["system"] = body["system"]
+        if isinstance(body.get("tools"), list) and body["tools"]:
+            out["tools"] = body["tools"]
         return out
     return {"prompt": "".join(t for t in _texts(body)[0])}
