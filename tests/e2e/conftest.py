@@ -14,8 +14,7 @@ import pytest
 from shared_ollama.engine.store import ModelStore
 from shared_ollama.engine.tiny_vision import TINY_VISION_NAME, install_tiny_vision
 from shared_ollama.settings import Settings
-from tests.support.observability import Gateways
-from tests.support.processes import fake_engine_process, free_port, spawn, stop, wait_http_ok
+from tests.support.processes import free_port, spawn, stop, wait_http_ok
 
 
 @pytest.fixture(scope="session")
@@ -97,19 +96,3 @@ def vision_store(model_store: Path, tmp_path_factory: pytest.TempPathFactory) ->
     store.put(text)
     install_tiny_vision(store, "smollm2:135m", TINY_VISION_NAME)
     return store.root
-
-
-@pytest.fixture(scope="module")
-def fake_engine(artifacts_dir: Path) -> Iterator[str]:
-    """The scripted engine in a process of its own, shared by a module's ``gateways`` (the observability tests)."""
-    with fake_engine_process(artifacts_dir / "fake-engine-observability.log") as url:
-        yield url
-
-
-@pytest.fixture
-def gateways(fake_engine: str, artifacts_dir: Path) -> Iterator[Gateways]:
-    started = Gateways(fake_engine, artifacts_dir)
-    try:
-        yield started
-    finally:
-        started.stop_all()

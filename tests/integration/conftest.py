@@ -21,7 +21,8 @@ import uvicorn
 from shared_ollama.app import create_app
 from shared_ollama.settings import Settings
 from tests.support.fake_engine import FakeEngine
-from tests.support.processes import free_port
+from tests.support.observability import Gateways
+from tests.support.processes import fake_engine_process, free_port
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -196,3 +197,20 @@ async def assert_drained(client: httpx.AsyncClient) -> None:
             assert row["in_flight"] == 0, (name, kind, row)
             for priority in ("interactive", "batch"):
                 assert row[priority] == {"queued": 0, "running": 0}, (name, kind, row)
+
+
+@pytest.fixture(scope="module")
+def process_engine(artifacts_dir: Path) -> Iterator[str]:
+    """The scripted engine in a process of its own, shared by a module's ``gateways`` (gateway processes)."""
+    with fake_engine_process(artifacts_dir / "fake-engine-processes.log") as url:
+        yield url
+
+
+@pytest.fixture
+def gateways(process_engine: str, artifacts_dir: Path) -> Iterator[Gateways]:
+    """Gateway processes (``shared-ollama serve``) against ``process_engine``; all are stopped after the test."""
+    started = Gateways(process_engine, artifacts_dir)
+    try:
+        yield started
+    finally:
+        started.stop_all()

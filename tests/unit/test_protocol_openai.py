@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from pydantic import ValidationError
 
 from shared_ollama.protocol.bounds import INT32_MAX
 from shared_ollama.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-
-JsonDict = dict[str, Any]
-
-
-def chat(**fields: Any) -> JsonDict:
-    return {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}
-
-
-def refused_field(model: type[Any], body: JsonDict) -> str:
-    with pytest.raises(ValidationError) as info:
-        model.model_validate(body)
-    errors = info.value.errors()
-    assert len(errors) == 1, errors
-    return ".".join(str(p) for p in errors[0]["loc"])
+from tests.support.protocol import chat, refused_field
 
 
 @pytest.mark.parametrize(

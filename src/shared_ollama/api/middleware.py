@@ -4,7 +4,7 @@ For every request the middleware keeps a sane client-sent request id (else makes
 ``request.state.request_id`` and in the log context, and starts a ``RequestRecord`` that the pipeline fills in
 (``request.state.record``; its surface is ``surfaces.surface_of(path)``). ``request.state.response_headers`` is
 a dict the pipeline fills while it works (tenant, in-flight limit and remaining places, queue wait); it goes
-out with the response's headers, errors included; every 429 and 503 leaves with a ``Retry-After``. When the last
+out with the response's headers, errors included. When the last
 byte has been sent (or the client went away), the record gets its status, route and latency and goes to the
 app's telemetry — unless the path is an operational one (health, metrics, docs, the status page), which would
 only drown the figures in polling. A client that went away before its last byte is recorded once, one way:
@@ -28,8 +28,6 @@ from shared_ollama.web import CLIENT_CLOSED_STATUS
 
 REQUEST_ID_HEADER = "X-Shared-Ollama-Request-Id"
 _HEADER_KEY = REQUEST_ID_HEADER.lower().encode()
-_RETRY_AFTER_KEY = b"retry-after"
-_RETRY_STATUSES = frozenset({429, 503})
 _SANE = re.compile(rb"^[A-Za-z0-9._:\-]{1,64}$")
 _NOT_RECORDED = frozenset(
     {
@@ -118,8 +116,6 @@ class RequestIdMiddleware:
                 if not any(k.lower() == _HEADER_KEY for k, _ in headers):
                     headers.append((_HEADER_KEY, raw_id))
                 headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
-                if record.status in _RETRY_STATUSES and not any(k.lower() == _RETRY_AFTER_KEY for k, _ in headers):
-                    headers.append((_RETRY_AFTER_KEY, b"1"))  # a 429/503 not raised as a service error
                 message["headers"] = headers
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 finished = True

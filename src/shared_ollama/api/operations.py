@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from importlib import resources
 
@@ -87,7 +88,10 @@ async def health(request: Request) -> Response:
     }
     if not healthy:
         body["reason"] = engine["last_error"] or f"engine is {engine['state']}"
-    return json_response(body, status=200 if healthy else 503)
+    response = json_response(body, status=200 if healthy else 503)
+    if not healthy:  # like every 503 here: when to look again
+        response.headers["Retry-After"] = str(math.ceil(SharedOllamaError.default_retry_after))
+    return response
 
 
 # ---------------------------------------------------------------- the queue and the cache

@@ -67,7 +67,6 @@ class ModelPolicy:
     def __init__(self, selection: Selection | None, limits: ModelLimits) -> None:
         self.selection = selection
         self.limits = limits
-        self.default_idle_timeout = limits.idle_unload_seconds
 
     def resolve_alias(self, name: str) -> str:
         """An alias such as ``default-text`` as the active profile maps it; other names unchanged."""
@@ -78,7 +77,7 @@ class ModelPolicy:
             timeout, _ = model_settings(self.selection.config, model)
             if timeout is not None:
                 return timeout
-        return self.default_idle_timeout
+        return self.limits.idle_unload_seconds
 
     def pinned(self, model: str) -> JsonDict:
         """The load-time options the models config pins for ``model``."""

@@ -1,7 +1,7 @@
 """Observability with real gateway processes: JSON access logs with the request id and without prompts.
 
-The gateway runs against the scripted engine in a process of its own (the ``fake_engine`` and ``gateways``
-fixtures of ``tests/e2e/conftest.py``). Every wait is bounded polling; every process started here is stopped.
+The gateway runs against the scripted engine in a process of its own (the ``process_engine`` and ``gateways``
+fixtures of ``tests/integration/conftest.py``). Every wait is bounded polling; every process started here is stopped.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Observability with real gateway processes: analytics that survive a restart and stay per tenant, and metrics
 that only admins read.
 
-The gateways run against the scripted engine in a process of its own (the ``fake_engine`` and ``gateways``
-fixtures of ``tests/e2e/conftest.py``): these tests are about the gateway's accounting, not about generation.
+The gateways run against the scripted engine in a process of its own (the ``process_engine`` and ``gateways``
+fixtures of ``tests/integration/conftest.py``): these tests are about the gateway's accounting, not about generation.
 Every wait is bounded polling; every process started here is stopped.
 """
 
