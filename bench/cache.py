@@ -111,7 +111,7 @@ async def _through(url: str, requests: int) -> None:
     body = {
         "model": "fake",
         "messages": [{"role": "user", "content": "hi"}],
-        "options": {"temperature": 0, "num_predict": 16, "fake_token_ms": 2},
+        "options": {"temperature": 0, "num_predict": 16, "fake_tokens": 16, "fake_token_ms": 2},
     }
     await run_load(url + "/api/chat", body, concurrency=1, requests=5, max_seconds=10)  # stores the entry
     miss = await run_load(

@@ -83,7 +83,7 @@ async def _phases(direct: str, gateway: str, gw_pid: int, scale: float) -> None:
         "streamed chat, c=1, p50 time to first token", d_ttft, g_ttft, "ms", f"added {g_ttft - d_ttft:.3f} ms (<= 1 ms)"
     )
 
-    paced = {**CHAT, "options": {"num_predict": 64, "fake_token_ms": 1}}
+    paced = {**CHAT, "options": {"num_predict": 64, "fake_tokens": 64, "fake_token_ms": 1}}
     d, g = await both("/api/chat", paced, concurrency=16, requests=n(320), max_seconds=60, stream=True)
     _row("16 streams x 64 tokens @1ms, p50 stream time", d.p50_ms, g.p50_ms, "ms", "ratio ~1 (keeps up)")
     _row("16 streams x 64 tokens @1ms, lines/s", d.tokens / d.wall, g.tokens / g.wall, "tok/s", "ratio ~1")

@@ -12,12 +12,17 @@ from fastapi import FastAPI
 
 from shared_ollama import __version__
 from shared_ollama.api import (
+    admin,
+    anthropic,
+    blobs,
     ollama,
     openai,
     operations,
+    responses,
     service_generation,
     service_models,
     service_vision,
+    usage,
 )
 from shared_ollama.api.errors import install_error_handlers
 from shared_ollama.api.middleware import RequestIdMiddleware
@@ -47,6 +52,8 @@ def create_app(settings: Settings) -> FastAPI:
             services = await build(settings, tenants, stack)
             app.state.gateway = services.gateway
             app.state.telemetry = services.telemetry
+            app.state.tenant_store = services.tenant_store
+            app.state.responses = services.responses
             app.state.started_at = time.time()
             # Everything built so far lives as long as the process: keep the cyclic collector from re-scanning
             # it on every collection (a full pass over it costs milliseconds on the request path).
@@ -75,7 +82,21 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     # The routes go straight into the app's router, busiest surfaces first: matching is a scan in order, and
     # included (nested) routers would add a matching pass per router to every request.
-    for module in (ollama, openai, service_generation, service_vision, service_models, operations):
+    for module in (
+        ollama,
+        openai,
+        responses,
+        anthropic,
+        service_generation,
+        service_vision,
+        service_models,
+        operations,
+        usage,
+        admin,
+        blobs,
+    ):
         app.router.routes.extend(module.router.routes)
+    if settings.redis_url:  # replicas share the tenants: each request first checks they are up to date
+        app.add_middleware(admin.TenantSyncMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

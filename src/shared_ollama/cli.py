@@ -1,4 +1,4 @@
-"""The ``shared-ollama`` command: serve, engine, models, config show."""
+"""The ``shared-ollama`` command: serve, engine, models, tenants, config show."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from shared_ollama.cli_models import add_service_commands
+from shared_ollama.cli_tenants import add_tenant_commands
 from shared_ollama.settings import Settings
 
 
@@ -63,16 +64,26 @@ def _cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
-    from shared_ollama.engine.defaults import install_defaults
+    from shared_ollama.engine.defaults import DEFAULTS, install_defaults
     from shared_ollama.engine.store import ModelStore
 
+    if args.models_cmd == "prune":
+        from shared_ollama.cli_models import run_prune
+
+        return run_prune(settings.store_dir, args.dry_run)
     if args.models_cmd not in ("prepare", "list"):
         from shared_ollama.cli_models import run_models
 
         return run_models(args)
     if args.models_cmd == "prepare":
-        for name in install_defaults(settings):
-            print(f"ready: {name}")
+        from tqdm import tqdm
+
+        with tqdm(DEFAULTS, desc="preparing models", unit="model", file=sys.stderr) as bar:
+            for model in bar:
+                bar.set_postfix_str(model.name)
+                install_defaults(settings, only=[model.name])
+        for model in DEFAULTS:
+            print(f"ready: {model.name}")
         return 0
     store = ModelStore(settings.store_dir)
     for entry in store.list():
@@ -106,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--url", default="http://127.0.0.1:8000", help="the running service (for the other commands)")
     add_service_commands(models_sub, sub)
     models.set_defaults(func=_cmd_models)
+
+    add_tenant_commands(sub)
 
     config = sub.add_parser("config", help="configuration")
     config_sub = config.add_subparsers(dest="config_cmd", required=True)

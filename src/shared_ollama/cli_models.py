@@ -12,10 +12,11 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from shared_ollama.cli_files import UploadError, file_references, upload_files
 from shared_ollama.protocol.modelfile import render_modelfile
 
 JsonDict = dict[str, Any]
@@ -57,12 +58,30 @@ def _lines(url: str, path: str, body: JsonDict) -> Iterator[JsonDict]:
                 yield json.loads(line)
 
 
-def _bar(status: JsonDict) -> str:
-    total, done = status.get("total"), status.get("completed")
-    if isinstance(total, int) and total > 0 and isinstance(done, int):
-        filled = int(30 * done / total)
-        return f"\r{status.get('status', '')[:30]:<30} [{'#' * filled}{'.' * (30 - filled)}] {100 * done / total:5.1f}%"
-    return f"\r{status.get('status', '')[:70]:<70}"
+def show_pull(lines: Iterable[JsonDict], out: TextIO) -> None:
+    """A pull's progress on ``out``: a byte-counting tqdm bar per layer, its status lines in between; an error
+    line raises ServiceError."""
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+    try:
+        for status in lines:
+            if "error" in status:
+                raise ServiceError(str(status["error"]))
+            digest, total, done = status.get("digest"), status.get("total"), status.get("completed") or 0
+            if not (isinstance(digest, str) and isinstance(total, int) and total > 0 and isinstance(done, int)):
+                tqdm.write(str(status.get("status", "")), file=out)
+                continue
+            bar = bars.get(digest)
+            if bar is None:
+                label = str(status.get("status", ""))[:24]
+                bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024, file=out)
+                bars[digest] = bar
+            if done > bar.n:
+                bar.update(done - bar.n)
+    finally:
+        for bar in bars.values():
+            bar.close()
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -78,7 +97,9 @@ def run_models(args: argparse.Namespace) -> int:
         elif cmd == "show":
             print(json.dumps(_json(url, "GET", f"/api/v1/models/{args.name}/show"), indent=2))
         elif cmd == "create":
-            text = Path(args.file).read_text(encoding="utf-8")
+            modelfile = Path(args.file)
+            text, files = file_references(modelfile.read_text(encoding="utf-8"), modelfile.parent)
+            upload_files(url, files, sys.stderr)  # a bar per file; the create then finds the blobs in place
             _json(url, "POST", "/api/v1/models/create", {"name": args.name, "modelfile": text})
             print(f"created {args.name}")
         elif cmd == "cp":
@@ -91,15 +112,33 @@ def run_models(args: argparse.Namespace) -> int:
             _json(url, "POST", f"/api/v1/models/{args.name}/{cmd}")
             print(f"{cmd}ed {args.name}")
         elif cmd == "pull":
-            for status in _lines(url, "/api/v1/models/pull", {"name": args.name}):
-                if "error" in status:
-                    raise ServiceError(str(status["error"]))
-                sys.stderr.write(_bar(status))
-            sys.stderr.write("\n")
+            show_pull(_lines(url, "/api/v1/models/pull", {"name": args.name}), sys.stderr)
             print(f"pulled {args.name}")
-    except (ServiceError, OSError) as exc:
+    except (ServiceError, UploadError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_prune(store_dir: Path, dry_run: bool) -> int:
+    """``models prune``: list the store's orphan blobs (no manifest uses them) and, unless ``dry_run``, delete them."""
+    from shared_ollama.engine.blobs import orphan_blobs
+    from shared_ollama.engine.store import ModelStore
+
+    try:
+        orphans = orphan_blobs(ModelStore(store_dir))
+    except OSError as exc:
+        print(f"error: cannot read the store's manifests, nothing pruned: {exc}", file=sys.stderr)
+        return 1
+    total = 0
+    for path in orphans:
+        size = path.lstat().st_size
+        total += size
+        print(f"{'would remove' if dry_run else 'removed'}\t{path.name}\t{size}")
+        if not dry_run:
+            path.unlink(missing_ok=True)
+    verb = "would free" if dry_run else "freed"
+    print(f"{len(orphans)} orphan blob(s), {verb} {total} bytes", file=sys.stderr)
     return 0
 
 
@@ -135,6 +174,8 @@ def add_service_commands(models_sub: Any, sub: Any) -> None:
         cmd = models_sub.add_parser(name, help=help_text)
         for param in params:
             cmd.add_argument(param)
+    prune = models_sub.add_parser("prune", help="remove blobs no model uses from the local store (no service needed)")
+    prune.add_argument("--dry-run", action="store_true", help="only list them")
     create = models_sub.add_parser("create", help="create a model from a Modelfile")
     create.add_argument("name")
     create.add_argument("-f", "--file", default="Modelfile")

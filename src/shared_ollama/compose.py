@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 from shared_ollama.backends.client import EngineClient
 from shared_ollama.backends.supervisor import EngineSupervisor
+from shared_ollama.service.admission.engine_policy import EnginePolicy, ModelUsers
 from shared_ollama.service.admission.gate import Admission
 from shared_ollama.service.admission.inflight import InflightCounter, LocalInflight
 from shared_ollama.service.admission.scheduler import Scheduler
+from shared_ollama.service.admission.tenant_store import TenantStore
 from shared_ollama.service.admission.tenants import DEFAULT_TENANT, Tenants
 from shared_ollama.service.cache.caching import Caching, engine_embedder
 from shared_ollama.service.cache.response import CacheConfig, ResponseCache, make_store
@@ -30,8 +32,12 @@ from shared_ollama.service.models.memory import MemoryManager
 from shared_ollama.service.models.ops import ModelOps
 from shared_ollama.service.models.policy import ModelPolicy, limits_in_force
 from shared_ollama.service.observability.analytics import AnalyticsStore
+from shared_ollama.service.observability.audit import AuditLog
 from shared_ollama.service.observability.labels import RecordLabels
 from shared_ollama.service.observability.telemetry import Telemetry
+from shared_ollama.service.quotas.buckets import LocalBuckets
+from shared_ollama.service.quotas.quotas import Quotas
+from shared_ollama.service.responses.store import ResponseStore
 from shared_ollama.settings import Settings
 
 
@@ -39,6 +45,8 @@ from shared_ollama.settings import Settings
 class Services:
     gateway: Gateway
     telemetry: Telemetry
+    tenant_store: TenantStore
+    responses: ResponseStore
 
 
 def _counter(settings: Settings) -> InflightCounter:
@@ -47,6 +55,14 @@ def _counter(settings: Settings) -> InflightCounter:
 
         return RedisInflight(settings.redis_url, settings.redis_lease_seconds)
     return LocalInflight()
+
+
+def _quotas(settings: Settings) -> Quotas:
+    if settings.redis_url:
+        from shared_ollama.service.quotas.redis_buckets import RedisBuckets
+
+        return Quotas(RedisBuckets(settings.redis_url))
+    return Quotas(LocalBuckets())
 
 
 def _cache(settings: Settings, client: EngineClient) -> ResponseCache:
@@ -75,6 +91,8 @@ async def build(settings: Settings, tenants: Tenants, stack: AsyncExitStack) -> 
     counter = _counter(settings)
     stack.push_async_callback(counter.close)
     await counter.start()
+    quotas = _quotas(settings)
+    stack.push_async_callback(quotas.close)
     supervisor = EngineSupervisor(settings)
     stack.push_async_callback(supervisor.stop)  # before start: an engine started by a failing start is stopped
     await supervisor.start()
@@ -92,6 +110,9 @@ async def build(settings: Settings, tenants: Tenants, stack: AsyncExitStack) -> 
     )
     stack.push_async_callback(analytics.close)
     await analytics.start()
+    responses = ResponseStore(settings.data_dir / "responses.sqlite3", ttl_seconds=settings.responses_ttl_seconds)
+    stack.push_async_callback(responses.close)
+    await responses.start()
     cache = _cache(settings, client)
     stack.push_async_callback(cache.close)
     caching = Caching(cache, client)
@@ -138,6 +159,13 @@ async def build(settings: Settings, tenants: Tenants, stack: AsyncExitStack) -> 
         loaded=loaded,
         memory=memory,
         caching=caching,
+        quotas=quotas,
+        engine_policy=EnginePolicy(
+            policy,
+            ModelUsers(),
+            engine_num_ctx=settings.engine_num_ctx,
+            default_output=settings.default_max_output_tokens,
+        ),
     )
     labels = RecordLabels(
         max_models=settings.metrics_max_models,
@@ -145,9 +173,15 @@ async def build(settings: Settings, tenants: Tenants, stack: AsyncExitStack) -> 
         tenants=[*tenants.names(), DEFAULT_TENANT],
     )
     telemetry = Telemetry(analytics, gateway.live_state, labels=labels, access_log=settings.access_log)
+    audit = AuditLog(settings.data_dir / "analytics.sqlite3", retention_days=settings.audit_retention_days)
+    await audit.start()
+    tenant_store = TenantStore(settings, tenants, audit, on_change=labels.keep_tenants)
+    stack.push_async_callback(tenant_store.close)
+    await tenant_store.start()  # the admin API's kept changes apply before the first request
+    stack.callback(tenant_store.watch_sighup())
     stack.push_async_callback(memory.close)
     memory.start()
     if settings.preload_models and selection is not None:
         warm_up = asyncio.create_task(preload(models, selection), name="preload")
         stack.push_async_callback(_cancel, warm_up)
-    return Services(gateway, telemetry)
+    return Services(gateway, telemetry, tenant_store=tenant_store, responses=responses)

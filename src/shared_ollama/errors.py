@@ -66,6 +66,15 @@ class NotFound(SharedOllamaError):
     openai_type = "invalid_request_error"
 
 
+class Conflict(SharedOllamaError):
+    """The request contradicts the current state (a tenant that already exists, a change that would lock out
+    every admin)."""
+
+    code = "conflict"
+    status = 409
+    openai_type = "invalid_request_error"
+
+
 class RequestBodyTimeout(SharedOllamaError):
     """The client did not send its whole body within ``body_timeout`` (a slow or stalled upload)."""
 
@@ -84,6 +93,20 @@ class TenantBusy(SharedOllamaError):
     code = "tenant_busy"
     status = 429
     openai_type = "rate_limit_error"
+
+
+class RateLimited(SharedOllamaError):
+    """Over a quota (requests or tokens per minute, tokens per day); ``Retry-After`` comes from the window."""
+
+    code = "rate_limited"
+    status = 429
+    openai_type = "rate_limit_error"
+
+
+class UserBusy(TenantBusy):
+    """One end user of a tenant (``X-Shared-Ollama-User`` ...) is at the tenant's per-user cap."""
+
+    code = "user_busy"
 
 
 class QueueFull(SharedOllamaError):
@@ -105,9 +128,25 @@ class BackendUnavailable(SharedOllamaError):
     default_retry_after = 2.0
 
 
+class FeatureNotImplemented(SharedOllamaError):
+    """An operation the service deliberately does not offer (``/api/push``: it never publishes models)."""
+
+    code = "not_implemented"
+    status = 501
+    openai_type = "invalid_request_error"
+
+
 class BackendError(SharedOllamaError):
     code = "backend_error"
     status = 502
+    openai_type = "server_error"
+
+
+class InsufficientStorage(SharedOllamaError):
+    """A pull that would not fit on the model store's disk (with ``min_free_disk_bytes`` left free)."""
+
+    code = "insufficient_storage"
+    status = 507
     openai_type = "server_error"
 
 

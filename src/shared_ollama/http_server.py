@@ -6,7 +6,9 @@ starts one timer per request head (``loop.call_later``: the whole cost on the ho
 head is complete; a head still incomplete after ``header_timeout`` seconds is answered ``408 Request Timeout``
 and the connection closed. The body is bounded where it is read (``api/http.py``: ``408 body_timeout`` after
 ``body_timeout``); a second timer here, a little later, closes the connection of a body still incomplete then
-(one sent to an endpoint that never reads it, where nothing else would notice).
+(one sent to an endpoint that never reads it, where nothing else would notice). A blob upload
+(``STREAMED_UPLOADS``) may take as long as it needs while bytes keep arriving: its connection is closed only after
+``body_timeout`` without one.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ REQUEST_HEAD_TIMEOUT = (
 BODY_GRACE = 1.0
 """Seconds past ``body_timeout`` before a connection with an incomplete body is closed: the endpoint reading
 the body answers ``408 body_timeout`` first."""
+STREAMED_UPLOADS = ("/api/blobs/",)
+"""Paths whose bodies (model files, gigabytes) may take as long as they need: their limit is ``body_timeout``
+without a byte arriving, not for the whole body."""
 
 
 class ReadTimeoutProtocol(HttpToolsProtocol):
@@ -44,6 +49,8 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._in_head = False
+        self._idle_body = False
+        self._last_body = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -63,8 +70,15 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
         self._in_head = False
         self._disarm()
         super().on_headers_complete()
+        self._idle_body = str(self.scope.get("path", "")).startswith(STREAMED_UPLOADS)
+        self._last_body = self.loop.time()
         if self._body_timer is None:
             self._body_timer = self.loop.call_later(self.body_timeout + BODY_GRACE, self._body_timed_out)
+
+    def on_body(self, body: bytes) -> None:
+        if self._idle_body:
+            self._last_body = self.loop.time()
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._body_done()
@@ -82,6 +96,10 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
 
     def _body_timed_out(self) -> None:
         self._body_timer = None
+        quiet = self.loop.time() - self._last_body
+        if self._idle_body and quiet < self.body_timeout + BODY_GRACE:  # bytes still arriving: wait on
+            self._body_timer = self.loop.call_later(self.body_timeout + BODY_GRACE - quiet, self._body_timed_out)
+            return
         if not self.transport.is_closing():
             self.transport.close()
 

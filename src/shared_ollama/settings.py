@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     """Seconds a client has to send a request's whole body; later, ``408 body_timeout`` and the connection closes."""
     analytics_retention_days: float = Field(default=30.0, gt=0)
     """Request analytics (``<data_dir>/analytics.sqlite3``) older than this are deleted."""
+    responses_ttl_seconds: float = Field(default=30 * 86400.0, gt=0)
+    """Stored Responses API responses (``<data_dir>/responses.sqlite3``, ``store: true``) are kept this long."""
+    audit_retention_days: float = Field(default=365.0, gt=0)
+    """Audit log entries (admin actions, in the analytics store) older than this are deleted at start-up."""
     data_dir: Path = Field(default_factory=_default_data_dir)
 
     # --- engine selection and supervision
@@ -74,9 +78,24 @@ class Settings(BaseSettings):
     """CPU threads per model; 0 splits the physical cores among the models loaded at once (engine/machine.py)."""
     engine_cache_ram_mib: int | None = Field(default=None, ge=-1)
     """Bound of llama.cpp's prompt cache per model in MiB; unset: 5 % of the RAM, at most 1024; 0 off, -1 unbounded."""
+    max_blob_bytes: int = Field(default=137_438_953_472, ge=1)
+    """Largest blob (a model, projector or adapter file) ``POST /api/blobs/sha256:<hex>`` accepts: larger is a 413."""
+    modelfile_dir: Path | None = None
+    """Relative file paths of a Modelfile sent to ``/api/v1/models/create`` (``FROM ./model.gguf``, ``ADAPTER
+    ./lora.gguf``, files on the gateway's machine) are resolved against this directory; unset: the working one."""
     engine_token: str | None = Field(default=None, repr=False)
     """Bearer token the embedded engine requires on every request; set by the gateway for the engine it starts."""
     engine_keep_alive: str = "5m"
+
+    # --- pulling models into the embedded engine (docs/MODELS.md, "Getting models")
+    registry_url: str = "https://registry.ollama.ai"
+    """Ollama's registry, for plain names (``qwen3:0.6b``, ``library/...``); ``host/ns/model`` names go to ``host``."""
+    hf_endpoint: str | None = None
+    """Hugging Face endpoint (a mirror) for ``hf.co/...`` names; unset: huggingface_hub's default (``HF_ENDPOINT``)."""
+    hf_token: str | None = Field(default=None, repr=False)
+    """Hugging Face token for gated or private repos; unset: huggingface_hub's own lookup (``HF_TOKEN``, its login)."""
+    min_free_disk_bytes: int = Field(default=1 << 30, ge=0)
+    """A pull that would leave less free space than this on the store's disk is refused before downloading."""
 
     # --- models
     default_model: str = "smollm2:135m"
@@ -105,9 +124,23 @@ class Settings(BaseSettings):
     project_header: str = "X-Shared-Ollama-Project"
     """With auth off, the tenant is this header's value (else ``default``)."""
 
+    # --- engine-level tenant policy (per-tenant overrides in the tenants file's ``policy``)
+    policy_exempt_admin: bool = True
+    """Admin keys are exempt from the engine-level policy below (with auth off no tenant is: none has a key)."""
+    max_keep_alive_seconds: float = Field(default=0.0, ge=0)
+    """Longest ``keep_alive`` a tenant may ask (longer or negative ones are clamped); 0: the model's idle timeout."""
+    default_max_output_tokens: int = Field(default=1024, ge=1)
+    """Output cap (``num_predict``) for a generation that sets none (per model in the models config)."""
+    max_output_tokens: int = Field(default=0, ge=0)
+    """Largest output a tenant may ask; 0: no ceiling. Larger (or unbounded) requests are clamped or refused."""
+    output_over_ceiling: Literal["clamp", "refuse"] = "clamp"
+    """What a request above the output ceiling gets: clamped (and told in a header), or a 400."""
+
     # --- admission: caps, queue, deadlines, limits (per-tenant overrides in the tenants file)
     max_inflight_text: int = Field(default=6, ge=1)
     max_inflight_vision: int = Field(default=3, ge=1)
+    max_inflight_per_user: int = Field(default=0, ge=0)
+    """In-flight requests per end user inside a tenant (``X-Shared-Ollama-User`` ...); 0: no per-user cap."""
     engine_slots: int = Field(default=0, ge=0)
     """Requests sent to the engine at once; 0 derives it from the engine's parallel slots."""
     max_queue: int = Field(default=128, ge=0)
@@ -126,6 +159,15 @@ class Settings(BaseSettings):
     """How long a batch request may be passed over for interactive ones before it competes as their equal."""
     warm_models: int = Field(default=0, ge=0)
     """Models the engine holds at once, for scheduling; 0 means ``engine_max_loaded_models``."""
+
+    # --- quotas per tenant (per-tenant overrides in the tenants file's ``limits``; unset or 0: unlimited)
+    requests_per_minute: int | None = Field(default=None, ge=0)
+    """Requests a tenant may send per minute (rolling window; cache hits count): over it, ``429 rate_limited``."""
+    tokens_per_minute: int | None = Field(default=None, ge=0)
+    """Prompt + completion tokens a tenant may use per minute (rolling; reserved from an estimate, then settled
+    with the engine's counts)."""
+    tokens_per_day: int | None = Field(default=None, ge=0)
+    """Prompt + completion tokens a tenant may use per rolling 24 hours."""
 
     # --- images (vision requests)
     image_max_side: int = Field(default=1536, ge=64)
@@ -172,10 +214,10 @@ class Settings(BaseSettings):
     redis_lease_seconds: float = Field(default=30.0, gt=1)
     """A replica's hold on a tenant's in-flight place expires this long after its last refresh."""
 
-    @field_validator("ollama_url")
+    @field_validator("ollama_url", "registry_url", "hf_endpoint")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
 
     @property
     def store_dir(self) -> Path:
@@ -198,7 +240,7 @@ class Settings(BaseSettings):
     def public_dict(self) -> dict[str, object]:
         """Settings as shown by ``shared-ollama config show``, with keys and passwords masked."""
         data = self.model_dump(mode="json")
-        for secret in ("api_keys", "engine_token"):
+        for secret in ("api_keys", "engine_token", "hf_token"):
             if data.get(secret):
                 data[secret] = "***"
         url = str(data.get("redis_url") or "")

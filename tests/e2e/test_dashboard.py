@@ -142,6 +142,7 @@ def test_dashboard_shows_the_live_figures(private_gateway: str, artifacts_dir: P
         health = http.get("/api/v1/health").json()
         analytics = http.get("/api/v1/analytics", params={"window": "1h", "group_by": "minute"}).json()
         perf = http.get("/api/v1/performance/stats").json()
+        usage = http.get("/api/v1/usage", params={"window": "24h", "group_by": "tenant,model"}).json()
 
     page = DomTestIds()
     page.feed(dom)
@@ -178,10 +179,19 @@ def test_dashboard_shows_the_live_figures(private_gateway: str, artifacts_dir: P
 
     assert "smollm2:135m" in health["engine"]["loaded_models"]
     assert "smollm2:135m" in {r["data-model"] for r in page.rows("loaded-model")}
-    assert all(m["size_estimated"] for m in health["engine"]["models"])
-    assert "(estimated)" in shown["loaded-model-size"], "the embedded engine's sizes are computed, not measured"
+    assert not any(m["size_estimated"] for m in health["engine"]["models"]), "measured at load (engine/footprint.py)"
+    assert "(estimated)" not in shown["loaded-model-size"], "a measured size is shown as it is"
     assert set(perf["models"]) <= {r["data-model"] for r in page.rows("perf-row")}
     assert "smollm2:135m" in perf["models"]
+
+    one = {"tenant": "default", "model": "smollm2:135m", **usage["totals"]}
+    assert usage["rows"] == [one], "the three chats, one project, one model"
+    assert usage["totals"]["requests"] == CHATS
+    assert [
+        (r["data-tenant"], r["data-model"], number(r["data-requests"]), number(r["data-tokens"]))
+        for r in page.rows("usage-row")
+    ] == [("default", "smollm2:135m", CHATS, usage["totals"]["total_tokens"])], "the usage table per project"
+    assert usage["totals"]["total_tokens"] == tokens["prompt"] + tokens["generated"]
 
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")

@@ -152,17 +152,15 @@ def test_pull_of_a_default_streams_success(http: httpx.Client) -> None:
     assert _chat(http, BASE, QUESTION)["done"] is True
 
 
-def test_pull_of_another_model_needs_a_real_ollama(http: httpx.Client) -> None:
-    resp = http.post("/api/pull", json={"model": "llama3:8b"})
-    assert resp.status_code == 400
-    error = resp.json()["error"]
-    assert error.startswith("pulling 'llama3:8b' needs a real Ollama (the embedded engine installs only the offline")
-    assert BASE in error
+def test_pull_of_another_model_asks_its_registry(http: httpx.Client) -> None:
+    resp = http.post("/api/pull", json={"model": "localhost/library/llama3:8b", "stream": False})
+    assert resp.status_code == 502  # nothing answers on localhost:443 (tests/e2e/test_model_pull_e2e.py pulls)
+    assert resp.json()["error"].startswith("cannot reach the registry at https://localhost: ")
 
 
-def test_create_from_files_needs_a_real_ollama(http: httpx.Client) -> None:
+def test_create_from_a_blob_the_engine_lacks_is_refused(http: httpx.Client) -> None:
     body = {"model": "imported:test", "files": {"model.gguf": "sha256:" + "0" * 64}, "stream": False}
     resp = http.post("/api/create", json=body)
     assert resp.status_code == 400
-    assert "needs a real Ollama" in resp.json()["error"]
+    assert "was not found on the server; upload it first (POST /api/blobs/sha256:000" in resp.json()["error"]
     assert "imported:test" not in _names(http)

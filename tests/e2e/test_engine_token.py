@@ -94,7 +94,7 @@ def test_the_engine_refuses_everyone_but_its_gateway(gateway: httpx.Client, priv
     assert names == {CHAT}, "nothing was copied and nothing deleted"
     assert [e.name for e in ModelStore(private_store).list()] == [CHAT]
 
-    # /api/ps says the embedded engine's sizes are computed, not measured.
+    # /api/ps reports what the load took, measured (engine/footprint.py), and says so.
     ps = gateway.get("/api/ps").json()["models"]
-    assert [(m["name"], m["size_estimated"]) for m in ps] == [(CHAT, True)]
+    assert [(m["name"], m["size_estimated"]) for m in ps] == [(CHAT, False)]
     assert ps[0]["size"] > 0

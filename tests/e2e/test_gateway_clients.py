@@ -148,8 +148,9 @@ def test_openai_tools_are_passed_through(openai_client: openai.OpenAI) -> None:
     else:
         assert choice.message.content and resp.usage is not None
         assert_finish(choice.finish_reason, resp.usage.completion_tokens, 64)
-    with pytest.raises(openai.BadRequestError) as refused:  # forcing a call is refused by name, not ignored
-        openai_client.chat.completions.create(model=CHAT_MODEL, messages=ask, tools=tools, tool_choice="required")
+    unknown = {"type": "function", "function": {"name": "get_time"}}  # forced calls: test_ollama_parity_e2e.py
+    with pytest.raises(openai.BadRequestError) as refused:  # a call that cannot be made is refused by name
+        openai_client.chat.completions.create(model=CHAT_MODEL, messages=ask, tools=tools, tool_choice=unknown)
     assert refused.value.body["param"] == "tool_choice"  # type: ignore[index]
 
 

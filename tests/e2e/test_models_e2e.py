@@ -124,10 +124,10 @@ def test_pull_streams_progress_for_an_offline_default_and_explains_otherwise(htt
         statuses = [orjson.loads(line) for line in resp.iter_lines() if line]
     assert statuses[-1]["status"] == "success"
     assert "no download" in statuses[1]["status"]  # the progress of a local install does not pass for a download
-    other = http.post("/api/pull", json={"model": "llama3:8b", "stream": False})
-    assert other.status_code == 400, other.text
-    assert other.json()["code"] == "invalid_request"
-    assert "real Ollama" in other.json()["error"]
+    other = http.post("/api/pull", json={"model": "localhost/library/llama3:8b", "stream": False})
+    assert other.status_code == 502, other.text  # nothing answers on localhost:443: a clear upstream error
+    assert other.json()["code"] == "backend_error"
+    assert other.json()["error"].startswith("cannot reach the registry at https://localhost: ")
 
 
 def test_pinned_num_ctx_is_applied_and_reported(http: httpx.Client) -> None:

@@ -128,11 +128,11 @@ async def test_randomised_mix_leaves_every_counter_at_zero(serve_gateway: Start,
         if kind == "ok":
             call = client.post("/api/chat", json=chat(num_predict=rng.randrange(1, 6)), headers=tenant)
         elif kind in ("stream", "cancel-stream"):
-            call = client.post("/api/chat", json=chat(stream=True, fake_token_ms=5, num_predict=20), headers=tenant)
+            call = client.post("/api/chat", json=chat(stream=True, fake_token_ms=5, fake_tokens=20), headers=tenant)
         elif kind.startswith("fault"):
             call = client.post("/api/chat", json=chat(model=kind), headers=tenant)
         elif kind == "slow":  # runs past the 1 s deadline
-            slow = chat(stream=rng.random() < 0.5, fake_token_ms=100, num_predict=40)
+            slow = chat(stream=rng.random() < 0.5, fake_token_ms=100, fake_tokens=40)
             call = client.post("/api/chat", json=slow, headers=tenant)
         else:  # held at the gate: ends at its deadline
             call = client.post("/api/chat", json=chat(gate), headers=tenant)

@@ -105,7 +105,7 @@ async def test_waiting_past_the_deadline_is_request_timeout(
 async def test_a_stream_past_its_deadline_ends_with_one_timeout_frame(serve_gateway: Start, http: Any) -> None:
     gw = serve_gateway(queue_timeout_text=0.5)
     client = http(gw)
-    body = chat(stream=True, num_predict=400, fake_token_ms=20)  # 8 s of tokens against a 0.5 s deadline
+    body = chat(stream=True, fake_tokens=400, fake_token_ms=20)  # 8 s of tokens against a 0.5 s deadline
     async with client.stream("POST", "/api/chat", json=body) as resp:
         assert resp.status_code == 200
         lines = [orjson.loads(line) async for line in resp.aiter_lines() if line]

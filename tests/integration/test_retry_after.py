@@ -61,22 +61,22 @@ async def test_a_stream_past_its_deadline_ends_with_a_frame_carrying_retry_after
 ) -> None:
     gw = serve_gateway(queue_timeout_text=0.5)
     client = http(gw)
-    slow = chat(stream=True, num_predict=400, fake_token_ms=20)  # 8 s of tokens against a 0.5 s deadline
+    slow = chat(stream=True, fake_tokens=400, fake_token_ms=20)  # 8 s of tokens against a 0.5 s deadline
     async with client.stream("POST", "/api/chat", json=slow) as resp:
         assert resp.status_code == 200
         lines = [orjson.loads(line) async for line in resp.aiter_lines() if line]
     assert lines[-1]["code"] == "request_timeout"
     assert lines[-1]["retry_after"] == 1.0
     config = engine.engine.config
-    paced = config.token_ms
-    config.token_ms = 20  # the OpenAI surface has no per-request pacing option: pace the scripted engine
+    paced, natural = config.token_ms, config.tokens
+    config.token_ms, config.tokens = 20, 400  # the OpenAI surface has no per-request options: script the engine
     try:
         sse_body = {**OPENAI_CHAT, "stream": True, "max_tokens": 400}
         async with client.stream("POST", "/v1/chat/completions", json=sse_body) as resp:
             assert resp.status_code == 200
             events = [line.removeprefix("data: ") async for line in resp.aiter_lines() if line.startswith("data: ")]
     finally:
-        config.token_ms = paced
+        config.token_ms, config.tokens = paced, natural
     last = orjson.loads(events[-1])
     assert last["error"]["code"] == "request_timeout"
     assert last["error"]["retry_after"] == 1.0

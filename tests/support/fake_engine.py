@@ -12,7 +12,11 @@ request by the model name:
   ``pull-hold`` holds after its first line until the gateway hangs up (counted in ``pulls_held`` and
   ``pulls_abandoned`` of ``GET /_fake/requests``);
 - anything else: a normal answer of ``--tokens`` tokens, after ``--latency-ms``, ``--token-ms`` apart
-  (``options.num_predict`` and ``options.fake_token_ms`` override the count and pacing per request).
+  (``options.fake_tokens`` and ``options.fake_token_ms`` override the count and pacing per request; as with a
+  real model, ``options.num_predict`` caps the answer's length, a negative one does not).
+
+``HEAD /api/blobs/<digest>`` answers 404; ``POST`` reads the body as it comes and answers 201, recording its size in
+``blobs`` of ``GET /_fake/requests`` (an upload cut off by the gateway is counted in ``blobs_cut``).
 
 Unknown paths (``/api/tokenize`` among them, as in real Ollama) answer 404 with the text ``404 page not found``.
 ``GET /_fake/requests`` returns the bodies received (most recent last, bounded); ``DELETE`` clears them.
@@ -58,6 +62,8 @@ class FakeEngine:
     waiting: dict[str, int] = field(default_factory=dict)
     pulls_held: int = 0
     pulls_abandoned: int = 0
+    blobs: list[int] = field(default_factory=list)
+    blobs_cut: int = 0
 
     def gate(self, name: str) -> asyncio.Event:
         return self.gates.setdefault(name, asyncio.Event())
@@ -69,6 +75,9 @@ class FakeEngine:
             await send({"type": "lifespan.shutdown.complete"})
             return
         path, method = scope["path"], scope["method"]
+        if path.startswith("/api/blobs/"):
+            await self._blob(method, receive, send)
+            return
         body = b""
         more = True
         while more:
@@ -138,12 +147,28 @@ class FakeEngine:
                 "waiting": self.waiting,
                 "pulls_held": self.pulls_held,
                 "pulls_abandoned": self.pulls_abandoned,
+                "blobs": self.blobs,
+                "blobs_cut": self.blobs_cut,
             }
             await _json(send, 200, body)
         elif path == "/":
             await _json(send, 200, {"status": "fake"})
         else:
             await _not_found(send)
+
+    async def _blob(self, method: str, receive: Receive, send: Send) -> None:
+        size, more = 0, method == "POST"
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.blobs_cut += 1
+                return
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        if method == "POST":
+            self.blobs.append(size)
+        await send({"type": "http.response.start", "status": 201 if method == "POST" else 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
 
     async def _embed(self, path: str, req: dict[str, Any], send: Send) -> None:
         vector = [1.0] + [0.0] * (self.config.dims - 1)
@@ -206,7 +231,7 @@ class FakeEngine:
         cfg = FakeEngineConfig(
             latency_ms=self.config.latency_ms,
             token_ms=float(options.get("fake_token_ms", self.config.token_ms)),
-            tokens=int(options.get("num_predict", self.config.tokens)),
+            tokens=_answer_length(options, self.config.tokens),
         )
         if cfg.latency_ms:
             await asyncio.sleep(cfg.latency_ms / 1000)
@@ -249,6 +274,13 @@ async def _not_found(send: Send) -> None:
     headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(payload)).encode())]
     await send({"type": "http.response.start", "status": 404, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
+
+
+def _answer_length(options: dict[str, Any], natural: int) -> int:
+    """The scripted model's answer is ``fake_tokens`` (else ``--tokens``) long, cut at ``num_predict``."""
+    length = int(options.get("fake_tokens", natural))
+    limit = int(options.get("num_predict", length))
+    return length if limit < 0 else min(limit, length)
 
 
 def main() -> None:

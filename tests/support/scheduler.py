@@ -94,16 +94,24 @@ class Driver:
         priority: Priority = INTERACTIVE,
         kind: str = "text",
         max_wait: float = LONG_WAIT,
+        user: str | None = None,
     ) -> Ticket:
-        ticket = Ticket(tenant=tenant, model=model, priority=priority, kind=kind)
+        ticket = Ticket(tenant=tenant, model=model, priority=priority, kind=kind, user=user)
         self.labels[ticket] = label
         self.tasks[ticket] = asyncio.create_task(self._wait(ticket, max_wait))
         return ticket
 
-    async def queue(self, label: str, tenant: str = "t", model: str = "m", priority: Priority = INTERACTIVE) -> Ticket:
+    async def queue(
+        self,
+        label: str,
+        tenant: str = "t",
+        model: str = "m",
+        priority: Priority = INTERACTIVE,
+        user: str | None = None,
+    ) -> Ticket:
         """A request that must wait: submitted, then seen in the queue."""
         before = self.sched.queued
-        ticket = self.submit(label, tenant, model, priority)
+        ticket = self.submit(label, tenant, model, priority, user=user)
         await until(lambda: self.sched.queued == before + 1)
         return ticket
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared_ollama.errors import Forbidden, InvalidRequest, Unauthorized
+from shared_ollama.service.admission.tenant_policy import TenantPolicy
 from shared_ollama.service.admission.tenants import DEFAULT_TENANT, Limits, Role, Tenant, Tenants
 from shared_ollama.settings import Settings
 from tests.support.tenants import PROJECT, defaults, write
@@ -195,7 +196,7 @@ def test_cap_and_queue_timeout_per_kind() -> None:
 def test_get_known_and_unknown_tenants() -> None:
     settings = Settings(api_keys="a:k1,b:k2:admin")
     tenants = Tenants.from_settings(settings)
-    assert tenants.get("b") == Tenant("b", Role.ADMIN, defaults(settings))
+    assert tenants.get("b") == Tenant("b", Role.ADMIN, defaults(settings), policy=TenantPolicy(exempt=True))
     stranger = tenants.get("nobody")
     assert stranger == Tenant("nobody", Role.USER, defaults(settings))
     assert not stranger.is_admin

@@ -51,3 +51,21 @@ def test_aggregate_refuses_unfinished_or_failed_streams() -> None:
     lines = replay_ndjson(orjson.loads(answer()), "chat")
     assert aggregate_ndjson(lines[:-1], "chat") is None
     assert aggregate_ndjson([*lines[:2], b'{"error": "boom"}\n'], "chat") is None
+
+
+def test_streamed_logprobs_are_gathered_and_replayed_on_the_final_chunk() -> None:
+    token = {"token": "Pa", "logprob": -0.1, "bytes": [80, 97]}
+    lines = [
+        orjson.dumps(
+            {"model": "m", "message": {"role": "assistant", "content": "Pa"}, "logprobs": [token], "done": False}
+        ),
+        orjson.dumps(
+            {"model": "m", "message": {"role": "assistant", "content": "ris"}, "logprobs": [token], "done": False}
+        ),
+        orjson.dumps({"model": "m", "message": {"role": "assistant", "content": ""}, "done": True, "eval_count": 2}),
+    ]
+    whole = orjson.loads(aggregate_ndjson(lines, "chat"))
+    assert whole["message"]["content"] == "Paris"
+    assert whole["logprobs"] == [token, token], "a cached answer keeps the log probabilities a client asked for"
+    replayed = [orjson.loads(line) for line in replay_ndjson(whole, "chat")]
+    assert [t for c in replayed for t in c.get("logprobs", [])] == [token, token]

@@ -11,6 +11,7 @@ import pytest
 from shared_ollama.engine.machine import (
     ProcessSample,
     busy_engines,
+    gpu_devices,
     is_engine,
     prompt_cache_mib,
     sample_engines,
@@ -144,3 +145,17 @@ def test_no_busy_engine_no_warning(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="shared_ollama.engine.machine"):
         assert warn_if_busy_engines(set(), [_sample(40, "ollama", 1.0, "ollama")]) == []
     assert caplog.records == []
+
+
+def test_gpu_devices_count_gpus_not_the_cpu() -> None:
+    import xllamacpp
+
+    kind = xllamacpp.ggml_backend_dev_type
+    assert gpu_devices([{"name": "CPU", "type": kind.GGML_BACKEND_DEVICE_TYPE_CPU}]) == 0
+    devices = [
+        {"name": "CPU", "type": kind.GGML_BACKEND_DEVICE_TYPE_CPU},
+        {"name": "CUDA0", "type": kind.GGML_BACKEND_DEVICE_TYPE_GPU},
+        {"name": "iGPU", "type": kind.GGML_BACKEND_DEVICE_TYPE_IGPU},
+        {"name": "BLAS", "type": kind.GGML_BACKEND_DEVICE_TYPE_ACCEL},
+    ]
+    assert gpu_devices(devices) == 2

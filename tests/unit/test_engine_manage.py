@@ -142,8 +142,8 @@ def test_legacy_modelfile_text_is_parsed(client: TestClient, store: ModelStore) 
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [
-        ({"files": {"model.gguf": "sha256:00"}}, 400, "'files': importing model files"),
-        ({"adapters": {"lora.gguf": "sha256:00"}}, 400, "needs a real Ollama"),
+        ({"files": {"model.gguf": "sha256:00"}}, 400, "invalid digest 'sha256:00' in 'files'"),
+        ({"adapters": {"lora.gguf": "sha256:" + "0" * 64}}, 400, "upload it first (POST /api/blobs/sha256:000"),
         ({"quantize": "q4_K_M"}, 400, "'quantize': quantizing needs a real Ollama"),
         ({"from": None}, 400, "'from' is required"),
         ({"from": "missing:7b"}, 404, "model 'missing:7b' not found"),
@@ -213,13 +213,16 @@ def test_store_replace_prunes_blobs_nobody_uses(store: ModelStore) -> None:
     assert store.replace(ModelEntry(**{**other.__dict__, "name": "new:1"})) is None
 
 
-def test_pull_of_anything_but_the_offline_defaults_needs_ollama(client: TestClient) -> None:
-    resp = client.post("/api/pull", json={"model": "llama3:8b"})
-    assert resp.status_code == 400
-    error = resp.json()["error"]
-    assert error.startswith("pulling 'llama3:8b' needs a real Ollama (the embedded engine installs only")
-    assert "smollm2:135m" in error and "all-minilm:latest" in error
+def test_pull_of_another_name_goes_to_its_registry(client: TestClient) -> None:
+    resp = client.post("/api/pull", json={"model": "localhost/library/llama3:8b", "stream": False})
+    assert resp.status_code == 502  # nothing answers on localhost:443: the engine asked its registry
+    assert resp.json()["error"].startswith("cannot reach the registry at https://localhost: ")
     assert client.post("/api/pull", json={}).status_code == 400
+    invalid = client.post("/api/pull", json={"model": "a/b/c/d"})
+    assert (invalid.status_code, invalid.json()["error"]) == (
+        400,
+        "invalid model name 'a/b/c/d': expected [host/][namespace/]model[:tag]",
+    )
 
 
 def test_pull_of_a_default_installs_it_and_streams_success(
@@ -299,3 +302,4 @@ def test_a_loaded_model_is_reused_unless_weights_projector_or_template_change() 
     assert not _same_load(loaded, _entry(template=JINJA))
     assert not _same_load(loaded, _entry(digest="sha256:01"))
     assert not _same_load(loaded, _entry(projector="sha256:02"))
+    assert not _same_load(loaded, _entry(adapters=["sha256:03"])), "a LoRA adapter changes the weights"

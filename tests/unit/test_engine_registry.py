@@ -19,6 +19,9 @@ class FakeStore:
     def blob_path(self, digest: str) -> Path:
         return Path("/nonexistent") / digest
 
+    def model_path(self, entry: ModelEntry) -> Path:
+        return self.blob_path(entry.digest)
+
 
 @pytest.fixture
 def loads(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:

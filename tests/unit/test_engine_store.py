@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,7 @@ def test_add_gguf_reads_the_header_once_into_the_manifest(tmp_path: Path, gguf_f
     assert entry.digest.startswith("sha256:")
     assert store.blob_path(entry.digest).read_bytes() == gguf_file.read_bytes()
     assert entry.model_info["llama.block_count"] == 2
+    assert (entry.chat_template, entry.fim_tokens) == ("{{ messages }}", []), "read for the model's capabilities"
     assert entry.model_info["general.parameter_count"] == 64
     assert "tokenizer.chat_template" not in entry.model_info
     assert "tokenizer.ggml.tokens" not in entry.model_info  # arrays stay out
@@ -117,6 +119,20 @@ def test_derived_models_copy_and_remove_keep_used_blobs(tmp_path: Path, gguf_fil
     assert not store.blob_path(base.digest).exists()
     assert not store.remove("mine:v1")
     assert store.list() == []
+
+
+def test_adapter_blobs_are_kept_while_a_manifest_names_them(tmp_path: Path, gguf_file: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    base = store.add_gguf("base", gguf_file, capabilities=["completion"])
+    adapter, _ = store.add_blob(write_gguf(tmp_path / "lora.gguf", context=64))
+    store.put(replace(base, name="one:latest", adapters=[adapter]))
+    store.put(replace(base, name="two:latest", adapters=[adapter]))
+    assert store.used_digests() == {base.digest, adapter}
+    assert store.remove("one")
+    assert store.blob_path(adapter).exists(), "two:latest still applies it"
+    assert store.remove("two")
+    assert not store.blob_path(adapter).exists()
+    assert store.blob_path(base.digest).exists(), "base still uses the model blob"
 
 
 def test_a_projector_makes_a_vision_model(tmp_path: Path, gguf_file: Path) -> None:

@@ -1,26 +1,22 @@
-"""Pure conversions: Ollama requests to llama.cpp's OpenAI-shaped requests, and llama.cpp results back."""
+"""Pure conversions: Ollama requests to llama.cpp's OpenAI-shaped requests (results back: test_engine_answers.py)."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
 
 from shared_ollama.engine.store import ModelEntry
 from shared_ollama.engine.translate import (
-    Accumulator,
     TranslationError,
     chat_request,
     check_options,
     check_request,
-    chunk_text,
-    content_payload,
-    created_at,
-    final_fields,
     generate_request,
-    response,
+    infill_prompt,
+    logprob_fields,
     sampling,
+    top_logprobs,
 )
 from tests.support.engine import entry
 
@@ -110,6 +106,7 @@ def test_unknown_options_pass_validation() -> None:
         ("chat", {"messages": [], "format": 3}),
         ("generate", {"prompt": ["a"]}),
         ("generate", {"prompt": "a", "system": 1}),
+        ("generate", {"prompt": "a", "raw": "yes"}),
         ("generate", {"prompt": "a", "images": [1]}),
         ("generate", {"prompt": "a", "options": {"top_k": "many"}}),
     ],
@@ -182,66 +179,6 @@ def test_generate_uses_the_chat_template_unless_raw() -> None:
     assert "messages" not in raw
 
 
-def test_a_result_becomes_ollamas_final_answer() -> None:
-    out = response("chat", "smollm2:135m", RESULT, started_ns=0, load_ns=42)
-    assert out["model"] == "smollm2:135m"
-    assert out["message"] == {"role": "assistant", "content": "Paris."}
-    assert out["done"] is True
-    assert out["done_reason"] == "stop"
-    assert (out["prompt_eval_count"], out["eval_count"]) == (12, 3)
-    assert out["prompt_eval_duration"] == 4_500_000
-    assert out["eval_duration"] == 30_250_000
-    assert out["load_duration"] == 42
-    assert out["total_duration"] > 0
-    generated = response("generate", "m", {**RESULT, "choices": [{"text": "Paris.", "finish_reason": "length"}]}, 0, 0)
-    assert generated["response"] == "Paris."
-    assert generated["done_reason"] == "length"
-
-
-def test_tool_calls_come_back_with_object_arguments() -> None:
-    calls = [{"type": "function", "id": "c1", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]
-    result = {**RESULT, "choices": [{"message": {"content": "", "tool_calls": calls}, "finish_reason": "tool_calls"}]}
-    out = response("chat", "m", result, 0, 0)
-    assert out["message"]["tool_calls"] == [{"function": {"name": "weather", "arguments": {"city": "Paris"}}}]
-    assert out["done_reason"] == "stop"
-
-
-def test_stream_chunks() -> None:
-    assert chunk_text({"choices": [{"delta": {"role": "assistant", "content": None}}]}) == ("", None, None)
-    assert chunk_text({"choices": [{"delta": {"content": "Pa"}, "finish_reason": None}]}) == ("Pa", None, None)
-    assert chunk_text({"choices": [{"delta": {}, "finish_reason": "length"}]}) == ("", None, "length")
-    assert chunk_text({"choices": [{"text": "x", "finish_reason": None}]}) == ("x", None, None)
-    assert chunk_text({"choices": [], "usage": {"completion_tokens": 1}}) == ("", None, None)
-    assert content_payload("chat", "a") == {"message": {"role": "assistant", "content": "a"}}
-    assert content_payload("generate", "a") == {"response": "a"}
-
-
-def test_final_fields_use_usage_then_timings() -> None:
-    fields = final_fields({"timings": {"prompt_n": 5, "predicted_n": 2, "prompt_ms": 1, "predicted_ms": 2}}, None, 0, 0)
-    assert (fields["prompt_eval_count"], fields["eval_count"], fields["done_reason"]) == (5, 2, "stop")
-    assert final_fields({}, "length", 0, 0)["done_reason"] == "length"
-
-
-def test_accumulated_chunks_equal_a_whole_result() -> None:
-    acc = Accumulator()
-    for chunk in (
-        {"choices": [{"delta": {"role": "assistant", "content": None}}]},
-        {"choices": [{"delta": {"content": "Par"}}]},
-        {"choices": [{"delta": {"content": "is."}}]},
-        {"choices": [{"delta": {}, "finish_reason": "stop"}]},
-        {"choices": [], "usage": RESULT["usage"], "timings": RESULT["timings"]},
-    ):
-        acc.feed(chunk)
-    assert acc.result() == {**RESULT, "choices": [{"finish_reason": "stop", **RESULT["choices"][0]}]}
-    completion = Accumulator()
-    completion.feed({"choices": [{"text": "once", "finish_reason": "length"}]})
-    assert completion.result()["choices"] == [{"finish_reason": "length", "text": "once"}]
-
-
-def test_timestamps_are_rfc3339_utc_with_nanoseconds() -> None:
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", created_at())
-
-
 def test_sampling_options_and_formats() -> None:
     out = sampling({"temperature": 0, "top_k": 5, "num_predict": 7, "stop": "END", "seed": 3}, "json")
     assert out == {
@@ -291,57 +228,15 @@ def test_generate_raw_and_templated() -> None:
     assert templated["messages"] == [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}]
 
 
-def test_tool_calls_translate_both_ways() -> None:
+def test_tool_call_history_becomes_openai_calls() -> None:
     history = {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": {"a": 1}}}]}
     out = chat_request({"messages": [history]}, entry())
     assert out["messages"][0]["tool_calls"][0]["function"] == {"name": "f", "arguments": '{"a":1}'}
-    result = {
-        "choices": [
-            {
-                "message": {"content": "", "tool_calls": [{"function": {"name": "f", "arguments": '{"a": 2}'}}]},
-                "finish_reason": "tool_calls",
-            }
-        ],
-        "usage": {"prompt_tokens": 4, "completion_tokens": 2},
-        "timings": {"prompt_ms": 1.5, "predicted_ms": 2.0},
-    }
-    native = response("chat", "m", result, started_ns=0, load_ns=5)
-    assert native["message"]["tool_calls"] == [{"function": {"name": "f", "arguments": {"a": 2}}}]
-    assert native["done_reason"] == "stop"
-    assert native["prompt_eval_count"] == 4
-    assert native["eval_duration"] == 2_000_000
-    assert native["load_duration"] == 5
-
-
-def test_chunks_and_timestamps() -> None:
-    assert chunk_text({"choices": [{"delta": {"content": "Pa"}, "finish_reason": None}]}) == ("Pa", None, None)
-    assert chunk_text({"choices": [{"text": "x", "finish_reason": "length"}]}) == ("x", None, "length")
-    assert chunk_text({"choices": [], "usage": {}}) == ("", None, None)
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", created_at())
-
-
-def test_streamed_tool_call_deltas_fold_into_whole_tool_calls() -> None:
-    def delta(**fields: Any) -> dict[str, Any]:
-        return {"choices": [{"delta": fields, "finish_reason": None}]}
-
-    acc = Accumulator()
-    acc.feed(delta(tool_calls=[{"index": 0, "id": "c0", "function": {"name": "get_weather", "arguments": ""}}]))
-    acc.feed(delta(tool_calls=[{"index": 0, "function": {"arguments": '{"city": "Pa'}}]))
-    acc.feed(delta(tool_calls=[{"index": 1, "function": {"name": "get_time", "arguments": "{}"}}]))
-    acc.feed(delta(tool_calls=[{"index": 0, "function": {"arguments": 'ris"}'}}]))
-    acc.feed({"choices": [{"delta": {}, "finish_reason": "tool_calls"}], "usage": {"completion_tokens": 9}})
-    out = response("chat", "m", acc.result(), 0, 0)
-    assert out["message"]["tool_calls"] == [
-        {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
-        {"function": {"name": "get_time", "arguments": {}}},
-    ]
-    assert out["eval_count"] == 9
 
 
 @pytest.mark.parametrize(
     ("field", "value", "words"),
     [
-        ("suffix", "end", "does not support insert"),
         ("template", "{{ .Prompt }}", "template"),
         ("context", [1, 2], "context"),
     ],
@@ -350,3 +245,126 @@ def test_generate_fields_this_engine_cannot_honour_are_refused_by_name(field: st
     with pytest.raises(TranslationError, match=words):
         check_request("generate", {"model": "m", "prompt": "p", field: value})
     check_request("generate", {"model": "m", "prompt": "p", field: "" if isinstance(value, str) else []})
+
+
+THINKING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% else %}<think>\n{% endif %}"
+    "{% endif %}"
+)
+"""A Jinja chat template with Ollama's thinking markers: the model has the ``thinking`` capability."""
+ASK = {"model": "thinker:1", "messages": [USER]}
+
+
+@pytest.mark.parametrize(
+    ("think", "fields"),
+    [
+        (True, {"chat_template_kwargs": {"enable_thinking": True}}),
+        ("high", {"chat_template_kwargs": {"enable_thinking": True}, "reasoning_effort": "high"}),
+        ("max", {"chat_template_kwargs": {"enable_thinking": True}, "reasoning_effort": "max"}),
+        (False, {"chat_template_kwargs": {"enable_thinking": False}, "reasoning_effort": "none"}),
+        (None, {}),
+    ],
+)
+def test_think_becomes_llama_reasoning_controls_on_a_thinking_model(think: object, fields: dict[str, Any]) -> None:
+    thinker = model(template=THINKING_TEMPLATE)
+    out = chat_request({**ASK, "think": think}, thinker)
+    assert {k: out[k] for k in ("chat_template_kwargs", "reasoning_effort") if k in out} == fields
+    method, generated = generate_request({"model": "thinker:1", "prompt": "Why?", "think": think}, thinker)
+    assert method == "handle_chat_completions"
+    assert {k: generated[k] for k in ("chat_template_kwargs", "reasoning_effort") if k in generated} == fields
+
+
+def test_a_model_that_cannot_think_is_told_so_and_false_asks_nothing() -> None:
+    plain = model()  # no template with thinking markers
+    for think in (True, "low"):
+        with pytest.raises(TranslationError, match=r'^"smollm2:135m" does not support thinking$'):
+            chat_request({"model": "smollm2:135m", "messages": [USER], "think": think}, plain)
+        with pytest.raises(TranslationError, match="does not support thinking"):
+            generate_request({"model": "smollm2:135m", "prompt": "p", "think": think, "raw": True}, plain)
+    out = chat_request({"messages": [USER], "think": False}, plain)
+    assert "chat_template_kwargs" not in out and "reasoning_effort" not in out
+
+
+def test_earlier_thinking_goes_back_as_reasoning_content() -> None:
+    answer = {"role": "assistant", "content": "Paris.", "thinking": "France's capital..."}
+    out = chat_request({"messages": [USER, answer]}, model())
+    assert out["messages"][1] == {"role": "assistant", "content": "Paris.", "reasoning_content": "France's capital..."}
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"think": "extreme"}, "invalid think value"),
+        ({"think": 1}, "invalid think value"),
+        ({"logprobs": "yes"}, "logprobs must be a boolean"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs must be between 0 and 20"),
+        ({"logprobs": True, "top_logprobs": -1}, "top_logprobs must be between 0 and 20"),
+        ({"top_logprobs": 3}, "top_logprobs needs logprobs: true"),
+    ],
+)
+def test_bad_think_and_logprobs_values_are_refused(body: dict[str, Any], words: str) -> None:
+    for kind, base in (("chat", {"messages": [USER]}), ("generate", {"prompt": "p"})):
+        with pytest.raises(TranslationError, match=words):
+            check_request(kind, {**base, **body})
+
+
+def test_logprobs_ask_llama_for_at_least_one_alternative() -> None:
+    assert logprob_fields({}, chat=True) == {}
+    assert logprob_fields({"logprobs": True}, chat=True) == {"logprobs": True, "top_logprobs": 1}
+    assert logprob_fields({"logprobs": True, "top_logprobs": 5}, chat=True) == {"logprobs": True, "top_logprobs": 5}
+    assert logprob_fields({"logprobs": True, "top_logprobs": 3}, chat=False) == {"logprobs": 3}
+    assert (
+        top_logprobs({}),
+        top_logprobs({"logprobs": True}),
+        top_logprobs({"logprobs": True, "top_logprobs": 4}),
+    ) == (
+        None,
+        0,
+        4,
+    )
+    chat = chat_request({"messages": [USER], "logprobs": True, "top_logprobs": 2}, model())
+    assert (chat["logprobs"], chat["top_logprobs"]) == (True, 2)
+    _, raw = generate_request({"prompt": "p", "raw": True, "logprobs": True}, model())
+    assert raw["logprobs"] == 1
+
+
+def test_suffix_needs_fill_in_the_middle_tokens() -> None:
+    with pytest.raises(TranslationError, match=r'^"smollm2:135m" does not support insert \(suffix\)$'):
+        generate_request({"model": "smollm2:135m", "prompt": "def f(", "suffix": "):"}, model())
+    coder = model(fim_tokens=[7, 8, 9])
+    method, out = generate_request({"prompt": "def f(", "suffix": "):\n", "logprobs": True}, coder)
+    assert method == "handle_completions"
+    assert out["prompt"] == [7, "def f(", 8, "):\n", 9]  # prefix-suffix-middle, as llama.cpp's infill
+    assert out["logprobs"] == 1
+    assert "messages" not in out
+
+
+def test_a_fill_in_the_middle_prompt_starts_with_bos_when_the_model_adds_one() -> None:
+    info = {"tokenizer.ggml.add_bos_token": True, "tokenizer.ggml.bos_token_id": 1}
+    assert infill_prompt("a", "b", model(fim_tokens=[7, 8, 9], model_info=info)) == [1, 7, "a", 8, "b", 9]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"raw": True, "system": "S"}, "raw mode does not support template, system, or context"),
+        ({"raw": True, "context": [1]}, "raw mode does not support template, system, or context"),
+        ({"raw": True, "suffix": "x"}, "raw mode does not support suffix or images"),
+        ({"raw": True, "images": ["AAAA"]}, "raw mode does not support suffix or images"),
+        ({"suffix": "x", "system": "S"}, "system is not used with suffix"),
+    ],
+)
+def test_generate_fields_that_contradict_each_other_are_refused(body: dict[str, Any], words: str) -> None:
+    with pytest.raises(TranslationError, match=words):
+        check_request("generate", {"model": "m", "prompt": "p", **body})
+
+
+@pytest.mark.parametrize("bypass", [{"raw": True}, {"suffix": "end"}])
+def test_think_with_raw_or_suffix_is_refused_not_dropped(bypass: dict[str, Any]) -> None:
+    thinker = model(template=THINKING_TEMPLATE)
+    with pytest.raises(TranslationError, match="think cannot be combined with raw or suffix"):
+        generate_request({"model": "thinker:1", "prompt": "Why?", "think": True, **bypass}, thinker)
+    method, _ = generate_request({"model": "thinker:1", "prompt": "Why?", "think": False, "raw": True}, thinker)
+    assert method == "handle_completions", "think: false asks nothing"

@@ -28,7 +28,14 @@ def test_a_429_or_503_raised_without_an_estimate_gets_the_default(cls: type[Shar
 
 def test_every_429_and_503_class_has_a_retry_after_and_no_other_does() -> None:
     retrying = sorted(cls.code for cls in _all_error_classes() if cls.status in errors.RETRY_STATUSES)
-    assert retrying == ["backend_unavailable", "queue_full", "request_timeout", "tenant_busy"]
+    assert retrying == [
+        "backend_unavailable",
+        "queue_full",
+        "rate_limited",
+        "request_timeout",
+        "tenant_busy",
+        "user_busy",
+    ]
     for cls in _all_error_classes():
         if cls.status in errors.RETRY_STATUSES:
             assert cls("x").retry_after == cls.default_retry_after > 0, cls.__name__

@@ -46,3 +46,12 @@ def test_tenants_are_bounded_but_configured_ones_keep_their_label() -> None:
     assert labels.tenant(rec(tenant="web")) == "web"
     assert labels.tenant(rec(tenant="default")) == "default"
     assert labels.tenant(rec(tenant="")) == ""
+
+
+def test_tenants_configured_later_keep_labels_of_their_own() -> None:
+    labels = RecordLabels(max_models=1, max_tenants=1, tenants=["ops"])
+    assert labels.tenant(rec(tenant="first")) == "first"
+    assert labels.tenant(rec(tenant="app")) == OTHER, "past the bound"
+    labels.keep_tenants(["ops", "app"])
+    assert labels.tenant(rec(tenant="app")) == "app", "a tenant created through the admin API is labelled as itself"
+    assert labels.tenant(rec(tenant="stranger")) == OTHER

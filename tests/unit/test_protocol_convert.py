@@ -122,6 +122,7 @@ def test_chat_response_and_usage() -> None:
     assert out["choices"][0] == {
         "index": 0,
         "message": {"role": "assistant", "content": "Paris."},
+        "logprobs": None,
         "finish_reason": "length",
     }
     assert out["usage"] == {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
@@ -196,25 +197,39 @@ TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "ob
 ASK = [{"role": "user", "content": "hi"}]
 
 
-def test_tool_choice_auto_keeps_the_tools_none_drops_them_and_forcing_is_refused() -> None:
-    def native(choice: object) -> dict[str, object]:
+def test_tool_choice_auto_keeps_the_tools_none_drops_them_and_forcing_becomes_a_call_format() -> None:
+    def native(choice: object, **extra: object) -> dict[str, object]:
         req = ChatCompletionRequest.model_validate(
-            {"model": "m", "messages": ASK, "tools": [TOOL], "tool_choice": choice}
+            {"model": "m", "messages": ASK, "tools": [TOOL], "tool_choice": choice, **extra}
         )
         return convert.chat_request_to_native(req)
 
     assert native(None)["tools"] == [TOOL]
     assert native("auto")["tools"] == [TOOL]
-    assert "tools" not in native("none")
+    assert "tools" not in native("none") and "format" not in native("none")
     for forced in ("required", {"type": "function", "function": {"name": "f"}}):
-        with pytest.raises(InvalidRequest) as refused:
-            native(forced)
-        assert refused.value.param == "tool_choice"
+        body = native(forced)
+        assert "tools" not in body, "a forced call is made by the format, not left to the model"
+        assert body["format"]["properties"]["name"] == {"type": "string", "enum": ["f"]}
+        assert body["messages"][0]["role"] == "system" and "'f'" in body["messages"][0]["content"]
+    with pytest.raises(InvalidRequest) as refused:
+        native("required", response_format={"type": "json_object"})
+    assert refused.value.param == "tool_choice"
+    with pytest.raises(InvalidRequest) as unknown:
+        native({"type": "function", "function": {"name": "g"}})
+    assert unknown.value.param == "tool_choice"
 
 
-@pytest.mark.parametrize(
-    ("field", "value"), [("logit_bias", {"50256": -100}), ("logprobs", True), ("top_logprobs", 3), ("audio", {"v": 1})]
-)
+def test_logprobs_pass_to_the_native_request() -> None:
+    native = convert.chat_request_to_native(chat(logprobs=True, top_logprobs=3))
+    assert (native["logprobs"], native["top_logprobs"]) == (True, 3)
+    assert "logprobs" not in convert.chat_request_to_native(chat(logprobs=False))
+    with pytest.raises(InvalidRequest) as refused:
+        convert.chat_request_to_native(chat(top_logprobs=3))
+    assert refused.value.param == "top_logprobs"
+
+
+@pytest.mark.parametrize(("field", "value"), [("logit_bias", {"50256": -100}), ("audio", {"v": 1})])
 def test_fields_nothing_honours_are_refused_by_name(field: str, value: object) -> None:
     req = ChatCompletionRequest.model_validate({"model": "m", "messages": ASK, field: value})
     with pytest.raises(InvalidRequest) as refused:
@@ -223,6 +238,14 @@ def test_fields_nothing_honours_are_refused_by_name(field: str, value: object) -
     completion = CompletionRequest.model_validate({"model": "m", "prompt": "p", field: value})
     with pytest.raises(InvalidRequest):
         convert.completion_request_to_native(completion)
+
+
+@pytest.mark.parametrize(("field", "value"), [("logprobs", 2), ("top_logprobs", 3)])
+def test_completion_logprobs_are_refused_by_name(field: str, value: object) -> None:
+    completion = CompletionRequest.model_validate({"model": "m", "prompt": "p", field: value})
+    with pytest.raises(InvalidRequest) as refused:
+        convert.completion_request_to_native(completion)
+    assert refused.value.param == field
 
 
 def test_fields_that_ask_for_nothing_pass() -> None:
@@ -236,3 +259,14 @@ def test_echo_puts_the_prompt_before_the_answer() -> None:
     out = convert.completion_response_from_native(native, request_id="r", created=1, echo="The sky is")
     assert out["choices"][0]["text"] == "The sky is blue."
     assert convert.completion_response_from_native(native, request_id="r", created=1)["choices"][0]["text"] == " blue."
+
+
+def test_logprobs_come_back_on_the_answer_and_on_each_chunk() -> None:
+    token = {"token": "Pa", "logprob": -0.25, "bytes": [80, 97], "top_logprobs": [{"token": "Pa", "logprob": -0.25}]}
+    native = {"model": "m", "message": {"content": "Pa"}, "logprobs": [token], "done": True, "done_reason": "stop"}
+    out = convert.chat_response_from_native(native, request_id="r", created=1)
+    assert out["choices"][0]["logprobs"]["content"][0]["token"] == "Pa"
+    chunks = convert.chat_chunk_from_native(
+        {**native, "done": False}, request_id="r", created=1, first=True, include_usage=False
+    )
+    assert chunks[0]["choices"][0]["logprobs"]["content"][0]["top_logprobs"][0]["logprob"] == -0.25

@@ -9,6 +9,7 @@ from shared_ollama.protocol.modelfile import (
     Modelfile,
     ModelfileError,
     coerce_parameter,
+    is_file_reference,
     parse_modelfile,
     render_modelfile,
 )
@@ -171,6 +172,36 @@ def test_create_request_is_ollamas_structured_body() -> None:
 def test_adapters_cannot_become_a_create_request() -> None:
     with pytest.raises(ModelfileError, match="line 3: ADAPTER"):
         parse_modelfile("FROM b\n\nADAPTER ./x.gguf\n").to_create_request("x")
+
+
+def test_uploaded_files_and_adapters_become_a_create_request() -> None:
+    parsed = parse_modelfile("FROM ./model.gguf\nADAPTER ./lora.gguf\nSYSTEM Hi.\n")
+    digests = {"model.gguf": "sha256:aa"}, {"lora.gguf": "sha256:bb"}
+    assert parsed.to_create_request("x", files=digests[0], adapters=digests[1]) == {
+        "model": "x",
+        "files": {"model.gguf": "sha256:aa"},
+        "adapters": {"lora.gguf": "sha256:bb"},
+        "system": "Hi.",
+    }
+    on_a_model = parse_modelfile("FROM base:1b\nADAPTER ./lora.gguf\n").to_create_request("x", adapters=digests[1])
+    assert on_a_model == {"model": "x", "from": "base:1b", "adapters": {"lora.gguf": "sha256:bb"}}
+
+
+@pytest.mark.parametrize(
+    ("value", "is_file"),
+    [
+        ("./model.gguf", True),
+        ("../models/m.gguf", True),
+        ("/srv/models/m", True),
+        ("~/m.gguf", True),
+        ("Model.GGUF", True),
+        ("smollm2:135m", False),
+        ("library/llama3", False),
+        ("hf.co/owner/repo:Q4_K_M", False),
+    ],
+)
+def test_from_names_a_file_or_a_model(value: str, is_file: bool) -> None:
+    assert is_file_reference(value) is is_file
 
 
 @pytest.mark.parametrize(

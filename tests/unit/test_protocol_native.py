@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from shared_ollama.protocol.bounds import INT32_MAX, MAX_CONTEXT, MAX_KEEP_ALIVE_SECONDS
 from shared_ollama.protocol.native import ChatRequest, EmbedRequest, GenerateRequest, LegacyEmbeddingsRequest
@@ -93,3 +94,20 @@ def test_generate_context_and_embedding_dimensions_are_bounded() -> None:
     assert refused_field(GenerateRequest, {"model": "m", "prompt": "x", "context": [-1]}) == "context.0"
     assert refused_field(EmbedRequest, {"model": "m", "input": "x", "dimensions": 10**9}) == "dimensions"
     assert EmbedRequest.model_validate({"model": "m", "input": "x", "dimensions": 384}).dimensions == 384
+
+
+@pytest.mark.parametrize("think", [True, False, "low", "medium", "high", "max"])
+def test_think_is_a_boolean_or_a_level(think: object) -> None:
+    assert ChatRequest.model_validate(chat(think=think)).to_engine()["think"] == think
+    assert GenerateRequest.model_validate({"model": "m", "prompt": "p", "think": think}).to_engine()["think"] == think
+
+
+def test_bad_think_and_logprobs_are_refused_by_name() -> None:
+    with pytest.raises(ValidationError) as bad_think:
+        ChatRequest.model_validate(chat(think="hard"))
+    assert {str(e["loc"][0]) for e in bad_think.value.errors()} == {"think"}
+    assert refused_field(ChatRequest, chat(logprobs=True, top_logprobs=21)) == "top_logprobs"
+    with pytest.raises(ValueError, match="top_logprobs needs logprobs: true"):
+        ChatRequest.model_validate(chat(top_logprobs=2))
+    body = ChatRequest.model_validate(chat(logprobs=True, top_logprobs=2)).to_engine()
+    assert (body["logprobs"], body["top_logprobs"]) == (True, 2)

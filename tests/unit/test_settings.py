@@ -42,12 +42,14 @@ def test_settings_are_immutable_and_models_dir_overrides() -> None:
 
 @pytest.mark.usefixtures("isolated_env")
 def test_public_dict_masks_api_keys_and_the_redis_password() -> None:
-    settings = Settings(api_keys="a:k1-secret,b:k2-secret:admin", redis_url="redis://user:p4ss@w0rd@redis.local:6379/0")
+    settings = Settings(
+        api_keys="a:k1-secret,b:k2-secret:admin", redis_url="redis://rediser:p4ss@w0rd@redis.local:6379/0"
+    )
     shown = settings.public_dict()
     assert shown["api_keys"] == "***"
     assert shown["redis_url"] == "redis://***@redis.local:6379/0"
     text = repr(shown)
-    for secret in ("k1-secret", "k2-secret", "p4ss", "w0rd", "user"):
+    for secret in ("k1-secret", "k2-secret", "p4ss", "w0rd", "rediser"):
         assert secret not in text
 
 
@@ -74,3 +76,18 @@ def test_the_engine_token_is_read_from_the_environment_and_never_shown(monkeypat
     assert settings.engine_token == "t0ken-secret"
     assert settings.public_dict()["engine_token"] == "***"
     assert "t0ken-secret" not in repr(settings)
+
+
+def test_the_hugging_face_token_is_never_shown_and_urls_lose_their_trailing_slash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHARED_OLLAMA_HF_TOKEN", "hf_s3cret")
+    monkeypatch.setenv("SHARED_OLLAMA_HF_ENDPOINT", "http://mirror.local/")
+    monkeypatch.setenv("SHARED_OLLAMA_REGISTRY_URL", "http://registry.local/")
+    settings = Settings()
+    assert (settings.hf_token, settings.hf_endpoint, settings.registry_url) == (
+        "hf_s3cret",
+        "http://mirror.local",
+        "http://registry.local",
+    )
+    assert settings.public_dict()["hf_token"] == "***" and "hf_s3cret" not in repr(settings)

@@ -18,6 +18,9 @@ from shared_ollama.service.observability.records import RequestRecord
 
 PRIORITY_HEADER = "x-shared-ollama-priority"
 CACHE_HEADER = "x-shared-ollama-cache"
+USER_HEADER = "x-shared-ollama-user"
+OPENWEBUI_USER_HEADER = "x-openwebui-user-id"
+MAX_USER_LENGTH = 128
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -65,6 +68,8 @@ def context_of(request: Request, priority: Priority | None = None) -> RequestCon
     )
     record.surface = surface
     record.tenant = tenant.name
+    if record.user is None:
+        record.user = _header_user(request, tenant)
     return RequestContext(
         request_id=request_id_of(request),
         surface=surface,
@@ -75,3 +80,31 @@ def context_of(request: Request, priority: Priority | None = None) -> RequestCon
         started=getattr(state, "started", None) or time.perf_counter(),
         cache_header=request.headers.get(CACHE_HEADER),
     )
+
+
+def _header_user(request: Request, tenant: Tenant) -> str | None:
+    """The end user a request names in a header: ``X-Shared-Ollama-User``, else Open WebUI's user id header when
+    the tenant's policy trusts it (its value is only as good as the front end that sets it)."""
+    value = request.headers.get(USER_HEADER)
+    if value is not None:
+        return checked_user(value, "X-Shared-Ollama-User")
+    if tenant.policy.openwebui_users:
+        value = request.headers.get(OPENWEBUI_USER_HEADER)
+        if value is not None:
+            return checked_user(value, "X-OpenWebUI-User-Id")
+    return None
+
+
+def checked_user(value: str, field: str) -> str | None:
+    """An end user's name as given (blank: none); a 400 naming ``field`` when it is too long."""
+    value = value.strip()
+    if len(value) > MAX_USER_LENGTH:
+        raise InvalidRequest(f"{field} must be at most {MAX_USER_LENGTH} characters", param=field)
+    return value or None
+
+
+def name_user(ctx: RequestContext, value: str | None, field: str) -> None:
+    """A request body's end user (OpenAI ``user``/``safety_identifier``, Anthropic ``metadata.user_id``), unless a
+    header named one already."""
+    if value is not None and ctx.record.user is None:
+        ctx.record.user = checked_user(value, field)

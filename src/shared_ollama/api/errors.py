@@ -1,6 +1,7 @@
 """One set of handlers that renders the error hierarchy per surface (DESIGN.md §2).
 
-A request gets OpenAI's error body iff ``surfaces.surface_of`` puts its path on the ``openai`` surface; every
+A request gets OpenAI's error body iff ``surfaces.surface_of`` puts its path on the ``openai`` surface, Anthropic's
+(``{"type": "error", "error": {"type", "message"}}``, a full queue as 529) on the ``anthropic`` surface; every
 other surface gets the native flat body."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from shared_ollama.api.middleware import CLIENT_CLOSED, REQUEST_ID_HEADER, new_request_id
-from shared_ollama.api.surfaces import OPENAI, surface_of
+from shared_ollama.api.surfaces import ANTHROPIC, OPENAI, surface_of
 from shared_ollama.errors import (
     RETRY_STATUSES,
     InternalError,
@@ -25,6 +26,7 @@ from shared_ollama.errors import (
     NotFound,
     SharedOllamaError,
 )
+from shared_ollama.protocol.anthropic_stream import error_status_and_body as anthropic_error_status_and_body
 from shared_ollama.service.admission.gate import is_rejection
 from shared_ollama.web import CLIENT_CLOSED_STATUS, ClientDisconnected
 
@@ -56,6 +58,11 @@ def openai_error_body(exc: SharedOllamaError, request_id: str) -> dict[str, Any]
     }
 
 
+def anthropic_error(exc: SharedOllamaError, request_id: str) -> tuple[int, dict[str, Any]]:
+    """Anthropic's status and error body (``protocol/anthropic.py`` maps codes to its error types)."""
+    return anthropic_error_status_and_body(exc, request_id)
+
+
 def note_error(request: Request, exc: SharedOllamaError) -> None:
     """Put the error's code on the request's accounting record."""
     record = getattr(request.state, "record", None)
@@ -71,14 +78,18 @@ def retry_after_header(seconds: float | None) -> str:
 def error_response(request: Request, exc: SharedOllamaError) -> Response:
     note_error(request, exc)
     request_id = request_id_of(request)
-    openai = surface_of(request.scope["path"]) == OPENAI
-    body = openai_error_body(exc, request_id) if openai else native_error_body(exc, request_id)
+    surface = surface_of(request.scope["path"])
+    status = exc.status
+    if surface == ANTHROPIC:
+        status, body = anthropic_error(exc, request_id)
+    else:
+        body = openai_error_body(exc, request_id) if surface == OPENAI else native_error_body(exc, request_id)
     headers = {REQUEST_ID_HEADER: request_id}
     if exc.status in RETRY_STATUSES:  # every 429 and 503 says when to come back
         headers["Retry-After"] = retry_after_header(exc.retry_after)
     elif exc.status == 408:  # the rest of a late body is not waited for: the connection closes
         headers["Connection"] = "close"
-    return Response(orjson.dumps(body), status_code=exc.status, media_type="application/json", headers=headers)
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def _validation_message(errors: list[Any]) -> str:

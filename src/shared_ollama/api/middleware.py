@@ -45,6 +45,7 @@ _NOT_RECORDED = frozenset(
         "/api/v1/system/model-profile",
         "/api/v1/performance/stats",
         "/api/v1/analytics",
+        "/api/v1/usage",
     }
 )
 CLIENT_CLOSED = "client_closed"

@@ -13,20 +13,46 @@ from starlette.responses import Response
 
 from shared_ollama.api.deps import gateway_of, tenant_of
 from shared_ollama.api.http import json_response, ndjson_response, read_json, start_stream
-from shared_ollama.errors import BackendError, InvalidRequest, ModelNotFound, SharedOllamaError
+from shared_ollama.errors import BackendError, InsufficientStorage, InvalidRequest, ModelNotFound, SharedOllamaError
+from shared_ollama.service.admission.engine_policy import check_model
 from shared_ollama.service.models.ops import ModelOps
 from shared_ollama.web import until_disconnect
 
 JsonDict = dict[str, Any]
+_PULL_FIELDS = frozenset({"name", "model", "stream", "insecure"})
+"""What a pull takes (Ollama's ``PullRequest`` less its deprecated username and password)."""
 
 
-def model_ops(request: Request, action: str | None = None) -> ModelOps:
-    """The engine's model operations for an authenticated caller; an admin one when ``action`` is given."""
+def model_ops(request: Request, action: str | None = None, *, admin: bool = False) -> ModelOps:
+    """The engine's model operations for an authenticated caller. With ``action``: a mutation, for admins and
+    tenants whose policy lets them manage models (creating, copying, pulling, deleting); ``admin``: for admins
+    only (loading and unloading, which act on every tenant's requests)."""
     tenant = tenant_of(request)
-    if action is not None:
+    if action is not None and admin:
         tenant.require_admin(action)
+    elif action is not None:
+        tenant.require_model_management(action)
     ops: ModelOps = gateway_of(request).models
     return ops
+
+
+async def listed_models(request: Request) -> JsonDict:
+    """The engine's ``/api/tags`` as the caller may see it: only the models its policy lets it use."""
+    tenant = tenant_of(request)
+    tags: JsonDict = orjson.loads(await gateway_of(request).get("/api/tags"))
+    if tenant.policy.models is not None or tenant.policy.deny_models:
+        models = tags.get("models") or []
+        tags["models"] = [m for m in models if tenant.policy.allows(str(m.get("name") or m.get("model") or ""))]
+    return tags
+
+
+def allowed(request: Request, *names: object) -> None:
+    """A 403 naming the first of ``names`` the caller's allow-list or deny-list keeps it from (a tenant allowed to
+    manage models manages only the ones it may use). Non-strings (an absent ``from``) are skipped."""
+    tenant = tenant_of(request)
+    for name in names:
+        if isinstance(name, str) and name:
+            check_model(tenant, name)
 
 
 def required_name(data: dict[str, object], *keys: str) -> str:
@@ -43,7 +69,15 @@ async def pull_model(request: Request) -> Response:
     ops = model_ops(request, "pulling a model")
     data = await read_json(request)
     name = required_name(data, "name", "model")
-    stack, lines = await start_stream(request, ops.pull(name, insecure=bool(data.get("insecure"))))
+    allowed(request, name)
+    unknown = sorted(set(data) - _PULL_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"'{unknown[0]}' is not a pull field (pull takes {', '.join(sorted(_PULL_FIELDS))})",
+                             param=unknown[0])  # fmt: skip
+    insecure = data.get("insecure", False)
+    if not isinstance(insecure, bool):
+        raise InvalidRequest("'insecure' must be true or false", param="insecure")
+    stack, lines = await start_stream(request, ops.pull(name, insecure=insecure))
     if data.get("stream") is False:
         return json_response(await until_disconnect(request, _last_line(stack, lines)))
     return ndjson_response(request, stack, lines)
@@ -68,6 +102,11 @@ async def _last_line(stack: AsyncExitStack, lines: AsyncIterator[bytes]) -> Json
 
 
 def _pull_error(message: str) -> SharedOllamaError:
+    """The engine's pull error line as an error of ours (the embedded engine's wording, engine/pull/)."""
+    if message.startswith("not enough disk space"):
+        return InsufficientStorage(message)
     if "not found" in message or "does not exist" in message:
         return ModelNotFound(message, param="model")
+    if message.startswith("cannot run "):
+        return InvalidRequest(message, param="model")
     return BackendError(message)

@@ -11,10 +11,11 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response
 
-from shared_ollama.api.deps import authorized, context_of, gateway_of
+from shared_ollama.api.deps import authorized, context_of, gateway_of, tenant_of
 from shared_ollama.api.http import json_response, ndjson_response, parse, read_json, start_stream
-from shared_ollama.api.model_common import model_ops, pull_model, required_name
+from shared_ollama.api.model_common import allowed, listed_models, model_ops, pull_model, required_name
 from shared_ollama.api.openapi import LeanRoute, body
+from shared_ollama.errors import FeatureNotImplemented
 from shared_ollama.protocol.native import (
     ChatRequest,
     EmbedRequest,
@@ -92,12 +93,13 @@ async def show(request: Request) -> Response:
     req = await parse(request, ShowRequest)
     body = req.to_engine()
     body["model"] = req.target()
+    allowed(request, body["model"])
     return json_response(await authorized(request).inspect("/api/show", body))
 
 
 @router.get("/api/tags", tags=_OLLAMA_TAGS, summary="Installed models")
 async def tags(request: Request) -> Response:
-    return json_response(await authorized(request).get("/api/tags"))
+    return json_response(await listed_models(request))
 
 
 @router.get("/api/ps", tags=_OLLAMA_TAGS, summary="Loaded models")
@@ -124,6 +126,7 @@ async def ollama_create(request: Request) -> Response:
     ops = model_ops(request, "creating a model")
     data = await read_json(request)
     data["model"] = required_name(data, "model", "name")
+    allowed(request, data["model"], data.get("from"))
     result = await ops.create(data)
     if data.get("stream") is False:
         return json_response(result)
@@ -134,17 +137,30 @@ async def ollama_create(request: Request) -> Response:
 async def ollama_copy(request: Request) -> Response:
     ops = model_ops(request, "copying a model")
     data = await read_json(request)
-    await ops.copy(required_name(data, "source"), required_name(data, "destination"))
+    source, destination = required_name(data, "source"), required_name(data, "destination")
+    allowed(request, source, destination)
+    await ops.copy(source, destination)
     return Response(status_code=200)
 
 
 @router.delete("/api/delete", tags=_MODEL_TAGS, summary="Delete a model (admin)")
 async def ollama_delete(request: Request) -> Response:
     ops = model_ops(request, "deleting a model")
-    await ops.delete(required_name(await read_json(request), "model", "name"))
+    name = required_name(await read_json(request), "model", "name")
+    allowed(request, name)
+    await ops.delete(name)
     return Response(status_code=200)
 
 
 @router.post("/api/pull", tags=_MODEL_TAGS, summary="Pull a model (streams progress unless stream is false; admin)")
 async def ollama_pull(request: Request) -> Response:
     return await pull_model(request)
+
+
+@router.post("/api/push", tags=_MODEL_TAGS, summary="Push a model: not offered (501 not_implemented)")
+async def ollama_push(request: Request) -> Response:
+    tenant_of(request)  # who is asking is checked first, as on every route
+    raise FeatureNotImplemented(
+        "pushing models is not offered: this service never publishes models to a registry; "
+        "push from an Ollama of your own"
+    )

@@ -16,13 +16,15 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from shared_ollama.api.deps import authorized, context_of, gateway_of
+from shared_ollama.api.deps import context_of, gateway_of, name_user
 from shared_ollama.api.http import json_response, parse, sse_response, start_stream
+from shared_ollama.api.model_common import listed_models
 from shared_ollama.api.openapi import LeanRoute, body
 from shared_ollama.errors import ModelNotFound
 from shared_ollama.protocol import convert
 from shared_ollama.protocol.names import canonical_model
 from shared_ollama.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from shared_ollama.protocol.tool_choice import ForcedCallStream, call_from_answer
 from shared_ollama.service.images.vision import Compression
 from shared_ollama.web import until_disconnect
 
@@ -42,13 +44,21 @@ async def run_chat_completion(
     """One chat completion through the pipeline (``compression``: the request's own image settings)."""
     gateway = gateway_of(request)
     ctx = context_of(request)
+    name_user(ctx, req.user or req.safety_identifier, "user" if req.user else "safety_identifier")
     body = convert.chat_request_to_native(req)
+    forced = convert.forced_tool_call(req)  # tool_choice required or named: the answer's JSON is the call
     created = int(time.time())
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         first = [True]
+        held = ForcedCallStream(forced) if forced is not None else None
 
         def to_chunks(native: dict[str, object]) -> list[dict[str, object]]:
+            if held is not None:
+                whole = held.feed(native)
+                if whole is None:
+                    return []
+                native = whole
             chunks = convert.chat_chunk_from_native(
                 native,
                 request_id=ctx.request_id,
@@ -64,6 +74,8 @@ async def run_chat_completion(
         return sse_response(request, stack, lines, to_chunks)
     raw = await until_disconnect(request, gateway.call(ctx, "/api/chat", body, compression=compression))
     native = orjson.loads(raw)
+    if forced is not None:
+        native = call_from_answer(native, forced)
     return json_response(convert.chat_response_from_native(native, request_id=ctx.request_id, created=created))
 
 
@@ -81,6 +93,7 @@ async def completions(request: Request) -> Response:
     req = await parse(request, CompletionRequest)
     gateway = gateway_of(request)
     ctx = context_of(request)
+    name_user(ctx, req.user or req.safety_identifier, "user" if req.user else "safety_identifier")
     body = convert.completion_request_to_native(req)
     created = int(time.time())
     echo = str(body["prompt"]) if req.echo else ""
@@ -120,19 +133,20 @@ async def embeddings(request: Request) -> Response:
     req = await parse(request, EmbeddingRequest)
     gateway = gateway_of(request)
     ctx = context_of(request)
+    name_user(ctx, req.user, "user")
     raw = await until_disconnect(request, gateway.call(ctx, "/api/embed", convert.embedding_request_to_native(req)))
     return json_response(convert.embedding_response_from_native(orjson.loads(raw), encoding=req.encoding_format))
 
 
 @router.get("/v1/models", summary="Models (OpenAI format)")
 async def models(request: Request) -> Response:
-    tags = orjson.loads(await authorized(request).get("/api/tags"))
+    tags = await listed_models(request)
     return json_response(convert.models_from_tags(tags))
 
 
 @router.get("/v1/models/{model:path}", summary="One model (OpenAI format)")
 async def model(request: Request, model: str) -> Response:
-    tags = orjson.loads(await authorized(request).get("/api/tags"))
+    tags = await listed_models(request)
     for tag in tags.get("models", []):
         names = {tag.get("name"), tag.get("model")}
         if model in names or canonical_model(model) in names:

@@ -12,8 +12,9 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from shared_ollama.api.deps import authorized, context_of, gateway_of
+from shared_ollama.api.deps import context_of, gateway_of
 from shared_ollama.api.http import json_response, ndjson_response, parse, read_json, start_stream, validate
+from shared_ollama.api.model_common import listed_models
 from shared_ollama.api.openai import chat_completions
 from shared_ollama.api.openapi import LeanRoute, body
 from shared_ollama.errors import InvalidRequest
@@ -96,4 +97,4 @@ async def embeddings(request: Request) -> Response:
 
 @router.get("/models", summary="Installed models")
 async def models(request: Request) -> Response:
-    return json_response(await authorized(request).get("/api/tags"))
+    return json_response(await listed_models(request))

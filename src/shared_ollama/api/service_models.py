@@ -7,14 +7,17 @@ unload) are admin-only with auth on. Ollama's own model endpoints are in ``ollam
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from shared_ollama.api.deps import gateway_of, tenant_of
 from shared_ollama.api.http import json_response, read_json
-from shared_ollama.api.model_common import model_ops, pull_model, required_name
+from shared_ollama.api.model_common import allowed, model_ops, pull_model, required_name
 from shared_ollama.api.openapi import LeanRoute
 from shared_ollama.errors import InvalidRequest
+from shared_ollama.protocol.modelfile import is_file_reference, parse_modelfile
 
 router = APIRouter(tags=["models"], route_class=LeanRoute)
 # Matching is a scan in order and ``{name:path}`` spans slashes: a fixed path goes before any path-param route
@@ -28,18 +31,28 @@ async def ps(request: Request) -> Response:
 
 @router.get("/api/v1/models/{name:path}/show", summary="One model's details")
 async def show(request: Request, name: str) -> Response:
-    return json_response(await model_ops(request).show(gateway_of(request).policy.resolve_alias(name)))
+    model = gateway_of(request).policy.resolve_alias(name)
+    allowed(request, model)
+    return json_response(await model_ops(request).show(model))
 
 
-@router.post("/api/v1/models/create", summary="Create a model from Modelfile text (admin)")
+@router.post("/api/v1/models/create", summary="Create a model from Modelfile text (FROM/ADAPTER files: admin)")
 async def create(request: Request) -> Response:
     ops = model_ops(request, "creating a model")
     data = await read_json(request)
     name = required_name(data, "name", "model")
+    allowed(request, name)
     modelfile = data.get("modelfile")
     if not isinstance(modelfile, str) or not modelfile.strip():
         raise InvalidRequest("'modelfile' (the Modelfile's text) is required", param="modelfile")
-    result = await ops.create_from_modelfile(name, modelfile)
+    parsed = parse_modelfile(modelfile)
+    if not is_file_reference(parsed.from_):
+        allowed(request, parsed.from_)
+    files_dir = None
+    if parsed.adapters or is_file_reference(parsed.from_):  # files on the gateway's machine: admins only
+        tenant_of(request).require_admin("creating a model from files on the gateway's machine (FROM/ADAPTER paths)")
+        files_dir = gateway_of(request).settings.modelfile_dir or Path.cwd()
+    result = await ops.create_from_modelfile(name, modelfile, files_dir)
     return json_response({"model": name, **result})
 
 
@@ -47,13 +60,16 @@ async def create(request: Request) -> Response:
 async def copy(request: Request, name: str) -> Response:
     ops = model_ops(request, "copying a model")
     destination = required_name(await read_json(request), "destination")
+    allowed(request, name, destination)
     await ops.copy(name, destination)
     return json_response({"status": "success", "source": name, "destination": destination})
 
 
 @router.delete("/api/v1/models/{name:path}", summary="Delete a model (admin)")
 async def delete(request: Request, name: str) -> Response:
-    await model_ops(request, "deleting a model").delete(name)
+    ops = model_ops(request, "deleting a model")
+    allowed(request, name)
+    await ops.delete(name)
     return json_response({"status": "success", "model": name})
 
 
@@ -64,14 +80,14 @@ async def pull(request: Request) -> Response:
 
 @router.post("/api/v1/models/{name:path}/load", summary="Load a model now and keep it loaded (admin)")
 async def load(request: Request, name: str) -> Response:
-    ops = model_ops(request, "loading a model")
+    ops = model_ops(request, "loading a model", admin=True)
     answer = await ops.load(gateway_of(request).policy.resolve_alias(name))
     return json_response({"model": name, "status": "loaded", "engine": answer})
 
 
 @router.post("/api/v1/models/{name:path}/unload", summary="Unload a model now (admin)")
 async def unload(request: Request, name: str) -> Response:
-    ops = model_ops(request, "unloading a model")
+    ops = model_ops(request, "unloading a model", admin=True)
     answer = await ops.unload(gateway_of(request).policy.resolve_alias(name))
     return json_response({"model": name, "status": "unloaded", "engine": answer})
 

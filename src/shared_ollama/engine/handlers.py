@@ -13,23 +13,27 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from shared_ollama.engine import views
-from shared_ollama.engine.durations import keep_alive_seconds
+from shared_ollama.engine.answers import (
+    Accumulator,
+    content_payload,
+    created_at,
+    final_fields,
+    ollama_logprobs,
+    piece,
+    response,
+)
 from shared_ollama.engine.registry import ModelRegistry
 from shared_ollama.engine.runtime import EngineCallError, l2_normalize
 from shared_ollama.engine.store import ModelEntry, ModelStore
 from shared_ollama.engine.translate import (
-    Accumulator,
     TranslationError,
     chat_request,
     check_request,
-    chunk_text,
-    content_payload,
-    created_at,
-    final_fields,
     generate_request,
-    response,
+    top_logprobs,
 )
 from shared_ollama.errors import InvalidRequest
+from shared_ollama.protocol.durations import keep_alive_seconds
 from shared_ollama.settings import Settings
 from shared_ollama.web import parse_json_object, until_disconnect
 
@@ -130,6 +134,7 @@ class EngineApp:
         started = time.monotonic_ns()
         streamed = body.get("stream") is not False
         name = str(body["model"])
+        top = top_logprobs(body)
         llama_req["stream_options"] = {"include_usage": True}
         if llama_req.get("tools"):  # tool calls are answered whole (collected from llama.cpp's stream)
             async with self.registry.use(entry, self.num_ctx(body), keep_alive) as (model, load_ns):
@@ -138,7 +143,7 @@ class EngineApp:
                     result = await until_disconnect(request, _collect(chunks))
                 finally:
                     await chunks.aclose()  # stops llama.cpp before the model counts as idle
-            out = response(kind, name, result, started, load_ns)
+            out = response(kind, name, result, started, load_ns, top)
             return NDJSONStream(_once(out), _nothing) if streamed else json_response(out)
         stack = AsyncExitStack()
         try:
@@ -148,14 +153,15 @@ class EngineApp:
             if not streamed:
                 async with stack:  # releases the model (and applies keep_alive) before answering
                     result = await until_disconnect(request, _collect(chunks))
-                return json_response(response(kind, name, result, started, load_ns))
+                return json_response(response(kind, name, result, started, load_ns, top))
             # Failures before the first token keep their HTTP status; a client that leaves while its request
             # waits for a slot or its first token is noticed here (the stream's own watch starts after).
             first = await until_disconnect(request, anext(chunks, None))
         except BaseException:
             await stack.aclose()
             raise
-        return NDJSONStream(self._lines(kind, name, first, chunks, started, load_ns), stack.aclose)
+        lines = self._lines(kind, name, first, chunks, started, load_ns, top)
+        return NDJSONStream(lines, stack.aclose)
 
     async def _lines(
         self,
@@ -165,18 +171,22 @@ class EngineApp:
         chunks: AsyncIterator[JsonDict],
         started: int,
         load_ns: int,
+        top: int | None,
     ) -> AsyncIterator[bytes]:
+        """Ollama's stream: a line per chunk with text, thinking or (when asked) log probabilities, then the
+        final line with the statistics."""
         finish: str | None = None
         last: JsonDict = {}
         try:
             chunk = first
             while chunk is not None:
-                text, _, reason = chunk_text(chunk)
-                finish = reason or finish
+                part = piece(chunk)
+                finish = part.finish or finish
                 if chunk.get("usage") or chunk.get("timings"):
                     last = chunk
-                if text:
-                    payload = content_payload(kind, text)
+                logprobs = ollama_logprobs(part.logprobs, top) if top is not None else None
+                if part.text or part.thinking or logprobs:
+                    payload = content_payload(kind, part.text, thinking=part.thinking, logprobs=logprobs)
                     yield ndjson_line({"model": name, "created_at": created_at(), **payload, "done": False})
                 chunk = await anext(chunks, None)
             final = {"model": name, "created_at": created_at(), **content_payload(kind, "")}
@@ -217,15 +227,20 @@ class EngineApp:
             texts = []
         else:
             raise ApiError(400, "invalid input type")
-        truncate = body.get("truncate", True)
+        truncate = True if body.get("truncate") is None else body["truncate"]  # Ollama's default: cut to fit
         dims = body.get("dimensions")
-        if not isinstance(truncate, bool) or (dims is not None and (not isinstance(dims, int) or dims < 0)):
+        bad_dims = dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or dims < 0)
+        if not isinstance(truncate, bool) or bad_dims:
             raise ApiError(400, "truncate must be a boolean and dimensions a positive integer")
         entry, keep_alive = await self._embedder(body)
+        if dims and entry.embedding_length and dims > entry.embedding_length:
+            raise ApiError(400, _too_many_dimensions(dims, entry.embedding_length))
         started = time.monotonic_ns()
         async with self.registry.use(entry, self.num_ctx(body), keep_alive) as (model, load_ns):
             vectors, tokens = await model.embed(texts, truncate) if texts else ([], 0)
-        if dims:
+        if dims and vectors and dims > len(vectors[0]):
+            raise ApiError(400, _too_many_dimensions(dims, len(vectors[0])))
+        if dims:  # cut, then normalised below: Ollama's truncation to fewer dimensions
             vectors = [v[:dims] for v in vectors]
         return json_response(
             {
@@ -256,10 +271,15 @@ class EngineApp:
 
     async def ps(self, request: Request) -> Response:
         """Ollama's ``/api/ps``, plus what this engine is doing: per model the requests holding it and the llama.cpp
-        calls running (``generations``), and their total (a generation whose client left must drop out of it)."""
-        loaded = self.registry.loaded()
+        calls running (``generations``), and their total (a generation whose client left must drop out of it); and
+        ``loads``, the loads per model since the engine started (a reload shows as a new count)."""
+        loaded = sorted(self.registry.loaded(), key=views.expiry_order)  # Ollama's order: longest left first
         return json_response(
-            {"models": [views.running(m) for m in loaded], "generations": sum(m.generating for m in loaded)}
+            {
+                "models": [views.running(m) for m in loaded],
+                "generations": sum(m.generating for m in loaded),
+                "loads": dict(self.registry.loads),
+            }
         )
 
     async def show(self, request: Request) -> Response:
@@ -267,6 +287,10 @@ class EngineApp:
 
     async def version(self, request: Request) -> Response:
         return json_response({"version": views.API_VERSION})
+
+
+def _too_many_dimensions(asked: int, size: int) -> str:
+    return f"dimensions {asked} is more than the model's embedding size ({size}); ask for at most {size}"
 
 
 async def _collect(chunks: AsyncIterator[JsonDict]) -> JsonDict:

@@ -66,6 +66,17 @@ def prompt_cache_mib(configured: int | None, total_ram_bytes: int) -> int:
     return max(1, min(CACHE_RAM_CAP_MIB, int(total_ram_bytes * CACHE_RAM_FRACTION) // 2**20))
 
 
+def gpu_devices(devices: Iterable[dict[str, Any]] | None = None) -> int:
+    """Devices llama.cpp can offload a model to (GPUs, integrated ones included): 0 on a CPU-only machine or
+    with a CPU-only build. ``devices``: llama.cpp's device list (``xllamacpp.get_device_info()`` when None)."""
+    if devices is None:
+        import xllamacpp
+
+        devices = xllamacpp.get_device_info()
+    kinds = ("GGML_BACKEND_DEVICE_TYPE_GPU", "GGML_BACKEND_DEVICE_TYPE_IGPU")
+    return sum(1 for device in devices if getattr(device.get("type"), "name", device.get("type")) in kinds)
+
+
 def total_ram() -> int:
     return int(psutil.virtual_memory().total)
 

@@ -1,10 +1,12 @@
 """Model management on the engine: Ollama's ``/api/create``, ``/api/copy``, ``/api/delete`` and ``/api/pull``.
 
 - create (Ollama's structured body, 0.5.5+): a model derived ``from`` one in the store, sharing its GGUF blob
-  by digest, with its own system prompt, chat template (Jinja, as llama.cpp applies it), parameters (merged over
-  the base's), messages and license. ``files``, ``adapters`` and ``quantize`` need a real Ollama (400).
+  by digest, or made from uploaded GGUF blobs (``files``; ``engine/create_files.py``), with LoRA ``adapters``
+  llama.cpp applies, its own system prompt, chat template (Jinja, as llama.cpp applies it), parameters (merged
+  over the base's), messages and license. ``quantize`` needs a real Ollama (400).
 - copy: a second name for a model (200, empty body); delete: 404 when missing, blobs other models use are kept.
-- pull: only the offline defaults (installed from their Python packages, as at startup); others are a 400.
+- pull: the offline defaults are installed from their Python packages; other names come from Hugging Face or
+  Ollama's registry (``engine/pull/``).
 
 A model that changes or goes away is unloaded, so the next request sees the new definition.
 """
@@ -21,18 +23,17 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from shared_ollama.engine import defaults
+from shared_ollama.engine.create_files import with_files
 from shared_ollama.engine.handlers import NDJSON, ApiError, EngineApp, json_response, ndjson_line, read_json
+from shared_ollama.engine.pull.service import Puller
 from shared_ollama.engine.store import ModelEntry, normalize_name, utc_now
+from shared_ollama.errors import InvalidRequest
 from shared_ollama.protocol.modelfile import ROLES, ModelfileError, coerce_parameter, parse_modelfile
 
 JsonDict = dict[str, Any]
 _GO_TEMPLATE = re.compile(r"\{\{-?\s*(\.|\$|if\s|range\s|end\b|else\b|with\s|template\s|block\s|define\s)")
 """Go template syntax (Ollama's TEMPLATE language), which llama.cpp's Jinja engine cannot run."""
-_NEEDS_OLLAMA = {
-    "files": "importing model files (GGUF/safetensors)",
-    "adapters": "applying LoRA adapters",
-    "quantize": "quantizing",
-}
+_NEEDS_OLLAMA = {"quantize": "quantizing"}
 
 
 def _model_name(body: JsonDict, *keys: str) -> str:
@@ -119,7 +120,7 @@ def _status_reply(lines: list[JsonDict], streamed: bool) -> Response:
 
 
 def _layers(entry: ModelEntry) -> list[str]:
-    return [d for d in (entry.digest, entry.projector) if d]
+    return [d for d in (entry.digest, entry.projector, *entry.adapters) if d]
 
 
 class ModelManager:
@@ -128,6 +129,7 @@ class ModelManager:
     def __init__(self, engine: EngineApp) -> None:
         self.engine = engine
         self._pulling = asyncio.Lock()
+        self.puller = Puller(engine.store, engine.settings, lambda name: engine.registry.unload(name))
 
     async def create(self, request: Request) -> Response:
         body = await read_json(request)
@@ -142,20 +144,30 @@ class ModelManager:
             if body.get(key):
                 raise ApiError(
                     400,
-                    f"'{key}': {what} needs a real Ollama; the embedded engine creates models only from a model "
-                    "in its store ('from'), with a system prompt, template, parameters, messages or license",
+                    f"'{key}': {what} needs a real Ollama; the embedded engine creates models from a model in its "
+                    "store ('from') or from GGUF files ('files', 'adapters') as they are",
                 )
         base_name = body.get("from")
-        if not isinstance(base_name, str) or not base_name.strip():
-            raise ApiError(400, "'from' is required: the name of a model in the store to derive from")
-        base = self.engine.store.get(base_name)
-        if base is None:
+        named = isinstance(base_name, str) and bool(base_name.strip())
+        from_files = body.get("files") is not None or body.get("adapters") is not None
+        if not named and not from_files:
+            raise ApiError(400, "'from' is required: the name of a model in the store to derive from (or 'files')")
+        base = self.engine.store.get(str(base_name)) if named else None
+        if named and base is None:
             raise ApiError(404, f"model '{base_name}' not found")
+        lines: list[JsonDict] = []
+        if from_files:
+            try:
+                base = await asyncio.to_thread(with_files, self.engine.store, name, body, base)
+            except InvalidRequest as exc:
+                raise ApiError(400, exc.message) from None
+            lines.append({"status": "parsing GGUF"})
+        assert base is not None
         entry = derive(base, name, body)
         replaced = self.engine.store.replace(entry)
         if replaced is not None:
             await self.engine.registry.unload(replaced.name)
-        lines = [{"status": f"using existing layer {digest}"} for digest in _layers(entry)]
+        lines += [{"status": f"using existing layer {digest}"} for digest in _layers(entry)]
         lines += [{"status": "writing manifest"}, {"status": "success"}]
         return _status_reply(lines, body.get("stream") is not False)
 
@@ -194,13 +206,8 @@ class ModelManager:
         if not isinstance(name, str) or not name:
             raise ApiError(400, "model is required")
         model = defaults.default_model(name)
-        if model is None:
-            offline = ", ".join(m.name for m in defaults.DEFAULTS)
-            raise ApiError(
-                400,
-                f"pulling '{name}' needs a real Ollama (the embedded engine installs only the offline defaults: "
-                f"{offline})",
-            )
+        if model is None:  # Hugging Face or Ollama's registry (engine/pull/)
+            return await self.puller.respond(request, body, name)
         if body.get("stream") is False:
             async for line in self._pull(model.name):
                 if "error" in line:

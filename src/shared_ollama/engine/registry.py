@@ -8,14 +8,16 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 
-from shared_ollama.engine.durations import keep_alive_seconds
+from shared_ollama.engine.footprint import LoadMeter
 from shared_ollama.engine.machine import physical_cores, prompt_cache_mib, thread_share, total_ram
 from shared_ollama.engine.runtime import EngineCallError, LoadedModel
 from shared_ollama.engine.store import ModelEntry, ModelStore
+from shared_ollama.protocol.durations import keep_alive_seconds
 from shared_ollama.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,11 +26,16 @@ _REAP_INTERVAL = 1.0
 
 
 def _same_load(loaded: ModelEntry, wanted: ModelEntry) -> bool:
-    """Whether a model loaded for ``loaded`` serves ``wanted`` (same weights, projector and chat template).
+    """Whether a model loaded for ``loaded`` serves ``wanted`` (same weights, projector, adapters, chat template).
 
     System prompt, parameters and messages apply per request, so a model re-created with new ones is reused.
     """
-    return (loaded.digest, loaded.projector, loaded.template) == (wanted.digest, wanted.projector, wanted.template)
+    return (loaded.digest, loaded.projector, loaded.adapters, loaded.template) == (
+        wanted.digest,
+        wanted.projector,
+        wanted.adapters,
+        wanted.template,
+    )
 
 
 class ModelRegistry:
@@ -43,6 +50,10 @@ class ModelRegistry:
         self._reaper: asyncio.Task[None] | None = None
         self._releasing: list[threading.Thread] = []
         self._notifiers: set[asyncio.Task[None]] = set()
+        self.meter = LoadMeter()
+        """Measures what each load takes (``/api/ps``), one load at a time."""
+        self.loads: Counter[str] = Counter()
+        """Completed loads per model since the engine started (``/api/ps``): a reload shows as a new count."""
         self.cores = physical_cores()
         self.cache_ram_mib = prompt_cache_mib(settings.engine_cache_ram_mib, total_ram())
 
@@ -126,15 +137,16 @@ class ModelRegistry:
     async def _load(self, entry: ModelEntry, num_ctx: int) -> LoadedModel:
         """Load in a worker thread and register the model, even when the request that asked went away."""
         loop = asyncio.get_running_loop()
-        gguf = self.store.blob_path(entry.digest)
+        gguf = self.store.model_path(entry)
         held = len(self._loaded.keys() | self._loading.keys() | {entry.name})  # loaded or loading, this one included
         load = functools.partial(
             LoadedModel.load,
             threads=thread_share(self.settings.engine_threads, self.cores, held),
             cache_ram_mib=self.cache_ram_mib,
         )
+        measured = functools.partial(load, entry, gguf, self.settings, num_ctx, self.executor)
         try:
-            model = await loop.run_in_executor(self.executor, load, entry, gguf, self.settings, num_ctx, self.executor)
+            model = await loop.run_in_executor(self.executor, self._measured, measured, entry.size)
         except Exception as exc:
             log.exception("loading %s failed", entry.name)
             hint = " (check its TEMPLATE: llama.cpp could not use it as a chat template)" if entry.template else ""
@@ -144,7 +156,20 @@ class ModelRegistry:
             self._poke()
         model.keep_alive = self._default_keep_alive()
         self._loaded[entry.name] = model
+        self.loads[entry.name] += 1
         log.info("loaded %s (num_ctx %s, %s threads) in %.2fs", entry.name, num_ctx, model.threads, model.load_ns / 1e9)
+        return model
+
+    def _measured(self, load: Callable[[], LoadedModel], file_bytes: int) -> LoadedModel:
+        """Blocking: ``load()`` under the meter, once models being unloaded have freed their memory (bounded)."""
+
+        def settle() -> None:
+            deadline = time.monotonic() + self.settings.engine_stop_timeout
+            for thread in list(self._releasing):
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+        model, footprint = self.meter.measure(load, file_bytes, settle)
+        model.footprint = footprint
         return model
 
     def _default_keep_alive(self) -> float | None:

@@ -24,6 +24,9 @@ from typing import Any
 
 import orjson
 
+from shared_ollama.engine.footprint import Footprint
+from shared_ollama.engine.lora import lora_params
+from shared_ollama.engine.machine import gpu_devices
 from shared_ollama.engine.store import ModelEntry
 from shared_ollama.settings import Settings
 
@@ -134,6 +137,8 @@ def llama_params(
         params.chat_template = entry.template
     if entry.projector:
         params.mmproj.path = str(gguf.parent / entry.projector.replace(":", "-"))
+    if entry.adapters:  # LoRA adapters from /api/create, applied by llama.cpp to every request
+        params.lora_adapters = lora_params(entry, gguf.parent)
     return params, num_ctx
 
 
@@ -154,6 +159,10 @@ class LoadedModel:
     """The key of llama.cpp's own HTTP server for this model (``address``)."""
     threads: int = 0
     """CPU threads llama.cpp runs this model with (fixed at load)."""
+    on_gpu: bool = False
+    """Whether llama.cpp can offload the model to a GPU (its default fits as many layers as the GPU holds)."""
+    footprint: Footprint | None = None
+    """Memory the load took, measured (``engine/footprint.py``); None when it could not be."""
     generating: int = 0
     """llama.cpp calls running now in worker threads (the engine's own view: it drops only when a call returns)."""
     stop_wait: float = 5.0
@@ -183,6 +192,7 @@ class LoadedModel:
         )
         server = xllamacpp.Server(params)
         address = str(server.listening_address)
+        on_gpu = gpu_devices() > 0
         # A task round trip proves llama.cpp's main loop is running: deleting a Server whose loop has not
         # started yet can hang its destructor.
         with contextlib.suppress(OSError, ValueError):
@@ -198,6 +208,7 @@ class LoadedModel:
             address=address,
             api_key=key,
             threads=threads,
+            on_gpu=on_gpu,
         )
 
     @property

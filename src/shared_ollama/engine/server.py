@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -15,6 +16,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from shared_ollama.engine.access import RequireToken
+from shared_ollama.engine.blobs import blob
 from shared_ollama.engine.handlers import ApiError, EngineApp, json_response
 from shared_ollama.engine.machine import warn_if_busy_engines
 from shared_ollama.engine.manage import ModelManager
@@ -87,6 +89,7 @@ def create_engine_app(settings: Settings) -> Starlette:
         Route("/api/embed", _guarded(engine.embed), methods=["POST"]),
         Route("/api/embeddings", _guarded(engine.embeddings), methods=["POST"]),
         Route("/api/create", _guarded(manager.create), methods=["POST"]),
+        Route("/api/blobs/{digest}", _guarded(functools.partial(blob, engine)), methods=["HEAD", "POST"]),
         Route("/api/copy", _guarded(manager.copy), methods=["POST"]),
         Route("/api/delete", _guarded(manager.delete), methods=["DELETE"]),
         Route("/api/pull", _guarded(manager.pull), methods=["POST"]),

@@ -11,7 +11,9 @@ time, plus the derived-model fields (system, template, parameters, messages, par
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import math
 import os
 import re
 import shutil
@@ -23,9 +25,13 @@ from typing import Any
 
 import orjson
 
+from shared_ollama.engine.capabilities import GGUF_FIND, gguf_facts
+from shared_ollama.engine.gguf_read import read_gguf
 from shared_ollama.protocol.names import canonical_model
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*(:[A-Za-z0-9][A-Za-z0-9._\-]*)?$")
+_DIGEST_TEXT = re.compile(rb"sha256:[0-9a-f]{64}")
+"""A digest as manifests write it: whatever field names it, the blob is in use."""
 _SKIPPED_KEYS = ("general.name", "tokenizer.chat_template")
 """GGUF keys left out of ``model_info`` (as Ollama's /api/show does); arrays are left out too."""
 
@@ -55,6 +61,10 @@ class ModelEntry:
     context_length: int = 0
     embedding_length: int = 0
     projector: str | None = None
+    adapters: list[str] = field(default_factory=list)
+    """sha256 digests of LoRA adapter GGUF blobs llama.cpp applies to the model at load (``/api/create``)."""
+    splits: list[str] = field(default_factory=list)
+    """A split GGUF's other parts (``digest`` is the first), in order; llama.cpp loads them via ``model_path``."""
     parent: str | None = None
     system: str | None = None
     template: str | None = None
@@ -65,6 +75,10 @@ class ModelEntry:
     format: str = "gguf"
     model_info: dict[str, Any] = field(default_factory=dict)
     """Scalar GGUF metadata (``general.architecture``, ``llama.block_count``...), read once at install time."""
+    chat_template: str = ""
+    """The GGUF file's own Jinja chat template (``template`` is a derived model's replacement for it)."""
+    fim_tokens: list[int] = field(default_factory=list)
+    """The vocabulary's fill-in-the-middle (prefix, suffix, middle) token ids; empty without them (no ``insert``)."""
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2)
@@ -100,23 +114,16 @@ def _quantization(file_type: int | None) -> str:
 
 
 def gguf_metadata(path: Path) -> dict[str, Any]:
-    """Family, parameter size, quantisation, context length and scalar metadata from a GGUF file's header."""
-    from gguf import GGUFReader, GGUFValueType
-
-    reader = GGUFReader(str(path))
-    info: dict[str, Any] = {}
-    for key, item in reader.fields.items():
-        if key.startswith("GGUF.") or key in _SKIPPED_KEYS or not item.types:
-            continue
-        if item.types[0] == GGUFValueType.ARRAY:
-            continue
-        value = item.contents()
-        info[key] = value.item() if hasattr(value, "item") else value
-    parameters = sum(int(tensor.n_elements) for tensor in reader.tensors)
+    """Family, parameter size, quantisation, context length and scalar metadata from a GGUF file's header;
+    NotGGUF (a ValueError) for a file that is not a whole GGUF."""
+    header = read_gguf(path, GGUF_FIND)
+    info = {k: v for k, v in header.metadata.items() if not k.startswith("GGUF.") and k not in _SKIPPED_KEYS}
+    parameters = sum(math.prod(tensor.dims) for tensor in header.tensors)
     info.setdefault("general.parameter_count", parameters)
     arch = str(info.get("general.architecture") or "")
     file_type = info.get("general.file_type")
     return {
+        **gguf_facts(header),
         "family": arch,
         "parameter_size": human_count(parameters) if parameters else str(info.get("general.size_label") or ""),
         "quantization_level": _quantization(int(file_type) if file_type is not None else None),
@@ -153,6 +160,20 @@ class ModelStore:
 
     def blob_path(self, digest: str) -> Path:
         return self.blobs / digest.replace(":", "-")
+
+    def model_path(self, entry: ModelEntry) -> Path:
+        """The file llama.cpp loads for ``entry``: its blob, or for a split GGUF the first of links named as
+        llama.cpp finds the parts (``<prefix>-00001-of-0000N.gguf`` beside each other), made when missing."""
+        first = self.blob_path(entry.digest)
+        if not entry.splits:
+            return first
+        count = len(entry.splits) + 1
+        for index, digest in enumerate([entry.digest, *entry.splits], start=1):
+            link = first.with_name(f"{first.name}-{index:05d}-of-{count:05d}.gguf")
+            if not link.is_symlink():
+                with contextlib.suppress(FileExistsError):  # made by a concurrent load
+                    link.symlink_to(self.blob_path(digest).name)
+        return first.with_name(f"{first.name}-00001-of-{count:05d}.gguf")
 
     def list(self) -> list[ModelEntry]:
         if not self.manifests.is_dir():
@@ -245,7 +266,7 @@ class ModelStore:
         if entry is None:
             return False
         self._manifest_path(entry.name).unlink()
-        self.prune(entry.digest, entry.projector)
+        self.prune(entry.digest, entry.projector, *entry.adapters, *entry.splits)
         return True
 
     def replace(self, entry: ModelEntry) -> ModelEntry | None:
@@ -258,13 +279,27 @@ class ModelStore:
         if old is not None and old.name != entry.name:
             self._manifest_path(old.name).unlink(missing_ok=True)
         if old is not None:
-            self.prune(old.digest, old.projector)
+            self.prune(old.digest, old.projector, *old.adapters, *old.splits)
         return old
 
+    def used_digests(self) -> set[str]:
+        """Every digest any manifest names, in any field (an unparsable manifest's too); OSError when a manifest
+        cannot be read (then no blob may be taken for unused)."""
+        if not self.manifests.is_dir():
+            return set()
+        used: set[str] = set()
+        for path in self.manifests.rglob("*.json"):
+            used.update(match.decode() for match in _DIGEST_TEXT.findall(path.read_bytes()))
+        return used
+
     def prune(self, *digests: str | None) -> None:
-        """Delete those of ``digests``' blobs that no manifest uses any more."""
-        remaining = self.list()
-        used = {e.digest for e in remaining} | {e.projector for e in remaining if e.projector}
+        """Delete those of ``digests``' blobs that no manifest uses any more (none when a manifest is unreadable)."""
+        try:
+            used = self.used_digests()
+        except OSError:
+            return
         for digest in digests:
             if digest and digest not in used:
                 self.blob_path(digest).unlink(missing_ok=True)
+                for link in self.blobs.glob(f"{self.blob_path(digest).name}-*-of-*.gguf"):
+                    link.unlink(missing_ok=True)  # a split model's part names (model_path)

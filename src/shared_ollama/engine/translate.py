@@ -1,12 +1,17 @@
-"""Pure conversions between Ollama requests/responses and llama.cpp's OpenAI-shaped requests/responses."""
+"""Pure conversions of Ollama requests to llama.cpp's OpenAI-shaped requests (``answers.py`` converts back).
+
+Beyond the messages, options and format: ``think`` becomes llama.cpp's reasoning controls (the chat template's
+``enable_thinking`` and ``reasoning_effort``), ``logprobs``/``top_logprobs`` its log probabilities, and a generate
+``suffix`` a fill-in-the-middle prompt built from the model's FIM tokens; ``raw`` prompts skip the chat template.
+"""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
 
+from shared_ollama.engine.capabilities import capabilities
 from shared_ollama.engine.store import ModelEntry
 
 JsonDict = dict[str, Any]
@@ -47,14 +52,13 @@ _FLOAT_OPTIONS = frozenset(
 )
 
 
+THINK_LEVELS = ("low", "medium", "high", "max")
+"""``think`` as a string: how hard to think (Ollama's levels; llama.cpp's ``reasoning_effort``)."""
+MAX_TOP_LOGPROBS = 20
+
+
 class TranslationError(ValueError):
     """The request cannot be expressed for llama.cpp (a 400 for the client)."""
-
-
-def created_at() -> str:
-    """RFC 3339 UTC timestamp with nanoseconds, as Ollama writes them."""
-    ns = time.time_ns()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}Z"
 
 
 def _is_number(value: Any) -> bool:
@@ -87,9 +91,14 @@ def _check_images(images: Any) -> None:
 
 
 def _refuse_unsupported_generate(body: JsonDict) -> None:
-    """Ollama fields this engine cannot honour: refused by name, never silently dropped."""
-    if body.get("suffix"):
-        raise TranslationError(f'"{body.get("model")}" does not support insert (suffix)')
+    """Ollama fields this engine cannot honour: refused by name, never silently dropped (``suffix`` depends on
+    the model: ``generate_request``)."""
+    if body.get("raw") and (body.get("template") or body.get("system") or body.get("context")):
+        raise TranslationError("raw mode does not support template, system, or context")
+    if body.get("raw") and (body.get("suffix") or body.get("images")):
+        raise TranslationError("raw mode does not support suffix or images on this engine")
+    if body.get("suffix") and body.get("system"):
+        raise TranslationError("system is not used with suffix: a fill-in-the-middle prompt has no system prompt")
     if body.get("template"):
         raise TranslationError(
             "template: this engine cannot apply a per-request template; create a model with a TEMPLATE instead"
@@ -100,9 +109,25 @@ def _refuse_unsupported_generate(body: JsonDict) -> None:
         )
 
 
+def _check_think_and_logprobs(body: JsonDict) -> None:
+    think = body.get("think")
+    if think is not None and not isinstance(think, bool) and think not in THINK_LEVELS:
+        raise TranslationError(
+            f'invalid think value: {think!r} (must be "high", "medium", "low", "max", true, or false)'
+        )
+    if body.get("logprobs") is not None and not isinstance(body["logprobs"], bool):
+        raise TranslationError("logprobs must be a boolean")
+    top = body.get("top_logprobs")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP_LOGPROBS):
+        raise TranslationError(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+    if top and not body.get("logprobs"):
+        raise TranslationError("top_logprobs needs logprobs: true")
+
+
 def check_request(kind: str, body: JsonDict) -> None:
     """Reject shapes a chat or generate request cannot have (400s), before anything is loaded or run."""
     check_options(body.get("options"))
+    _check_think_and_logprobs(body)
     fmt = body.get("format")
     if fmt is not None and not isinstance(fmt, str | dict):
         raise TranslationError('format must be "json" or a JSON schema object')
@@ -112,6 +137,8 @@ def check_request(kind: str, body: JsonDict) -> None:
         for key in ("prompt", "system", "suffix", "template"):
             if body.get(key) is not None and not isinstance(body[key], str):
                 raise TranslationError(f"{key} must be a string")
+        if body.get("raw") is not None and not isinstance(body["raw"], bool):
+            raise TranslationError("raw must be a boolean")
         _check_images(body.get("images"))
         _refuse_unsupported_generate(body)
         return
@@ -178,6 +205,8 @@ def _message(msg: JsonDict, entry: ModelEntry) -> JsonDict:
     if msg.get("images") and entry.projector is None:
         raise TranslationError(f"model '{entry.name}' does not support images (it has no vision capability)")
     out: JsonDict = {"role": role, "content": msg.get("content") or ""}
+    if role == "assistant" and isinstance(msg.get("thinking"), str) and msg["thinking"]:
+        out["reasoning_content"] = msg["thinking"]  # earlier reasoning, for templates that keep it
     if msg.get("images"):
         parts: list[JsonDict] = [{"type": "text", "text": out["content"]}]
         parts += [{"type": "image_url", "image_url": {"url": _data_url(img)}} for img in msg["images"]]
@@ -199,26 +228,91 @@ def _message(msg: JsonDict, entry: ModelEntry) -> JsonDict:
     return out
 
 
+def _name(req: JsonDict, entry: ModelEntry) -> str:
+    return str(req.get("model") or entry.name)
+
+
+def thinking_fields(req: JsonDict, entry: ModelEntry) -> JsonDict:
+    """llama.cpp's reasoning controls for ``think``: a model without the ``thinking`` capability cannot be asked
+    to think (Ollama's 400); ``false`` turns a thinking model's reasoning off; unset leaves the template's default."""
+    think = req.get("think")
+    thinks = "thinking" in capabilities(entry)
+    if think is None or (think is False and not thinks):
+        return {}
+    if not thinks:
+        raise TranslationError(f'"{_name(req, entry)}" does not support thinking')
+    if think is False:
+        return {"chat_template_kwargs": {"enable_thinking": False}, "reasoning_effort": "none"}
+    fields: JsonDict = {"chat_template_kwargs": {"enable_thinking": True}}
+    if isinstance(think, str):
+        fields["reasoning_effort"] = think
+    return fields
+
+
+def logprob_fields(req: JsonDict, chat: bool) -> JsonDict:
+    """llama.cpp's log probability fields: at least one alternative is asked for (for zero it sends none at all,
+    not even the chosen token's); ``answers.ollama_logprobs`` keeps as many as the request wanted."""
+    if not req.get("logprobs"):
+        return {}
+    top = max(1, int(req.get("top_logprobs") or 0))
+    return {"logprobs": True, "top_logprobs": top} if chat else {"logprobs": top}
+
+
+def top_logprobs(req: JsonDict) -> int | None:
+    """How many alternatives per token the answer carries; None when it carries no log probabilities."""
+    return int(req.get("top_logprobs") or 0) if req.get("logprobs") else None
+
+
 def chat_request(req: JsonDict, entry: ModelEntry) -> JsonDict:
     messages = [_message(m, entry) for m in req.get("messages") or []]
     history = [_message(m, entry) for m in entry.messages]
     if entry.system and not any(m["role"] == "system" for m in messages):
         history.insert(0, {"role": "system", "content": entry.system})
     out = sampling(merged_options(entry, req.get("options")), req.get("format"))
+    out.update(thinking_fields(req, entry))
+    out.update(logprob_fields(req, chat=True))
     out["messages"] = history + messages
     if req.get("tools"):
         out["tools"] = req["tools"]
     return out
 
 
+def infill_prompt(prompt: str, suffix: str, entry: ModelEntry) -> list[int | str]:
+    """The fill-in-the-middle prompt llama.cpp completes (prefix-suffix-middle order, its default): the model's
+    prefix token, the prompt, its suffix token, the suffix, its middle token; BOS first when the model wants one.
+    A mixed list of token ids and texts, which llama.cpp tokenizes in place."""
+    pre, suf, mid = entry.fim_tokens
+    out: list[int | str] = [pre, prompt, suf, suffix, mid]
+    bos = entry.model_info.get("tokenizer.ggml.bos_token_id")
+    if entry.model_info.get("tokenizer.ggml.add_bos_token") and isinstance(bos, int):
+        out.insert(0, bos)
+    return out
+
+
 def generate_request(req: JsonDict, entry: ModelEntry) -> tuple[str, JsonDict]:
-    """(llama.cpp method, request): raw prompts go to completions, others through the chat template."""
+    """(llama.cpp method, request): raw and fill-in-the-middle prompts go to completions, others through the chat
+    template."""
     out = sampling(merged_options(entry, req.get("options")), req.get("format"))
     if req.get("images") and entry.projector is None:
         raise TranslationError(f"model '{entry.name}' does not support images (it has no vision capability)")
+    thinking = thinking_fields(req, entry)  # checked first: a model that cannot think is told so, as Ollama does
+    if (req.get("suffix") or req.get("raw")) and req.get("think") not in (None, False):
+        # Both bypass the chat template, which is where the model's reasoning is switched on and split off.
+        raise TranslationError("think cannot be combined with raw or suffix (they bypass the chat template)")
+    if req.get("suffix"):
+        if "insert" not in capabilities(entry):
+            raise TranslationError(f'"{_name(req, entry)}" does not support insert (suffix)')
+        if req.get("images"):
+            raise TranslationError("suffix (fill-in-the-middle) with images is not supported")
+        out.update(logprob_fields(req, chat=False))
+        out["prompt"] = infill_prompt(req.get("prompt") or "", req["suffix"], entry)
+        return "handle_completions", out
     if req.get("raw"):
+        out.update(logprob_fields(req, chat=False))
         out["prompt"] = req.get("prompt") or ""
         return "handle_completions", out
+    out.update(thinking)
+    out.update(logprob_fields(req, chat=True))
     messages: list[JsonDict] = []
     system = req.get("system") or entry.system
     if system:
@@ -228,133 +322,3 @@ def generate_request(req: JsonDict, entry: ModelEntry) -> tuple[str, JsonDict]:
     messages.append(_message(user, entry))
     out["messages"] = messages
     return "handle_chat_completions", out
-
-
-def _tool_calls(calls: list[JsonDict] | None) -> list[JsonDict] | None:
-    if not calls:
-        return None
-    out = []
-    for call in calls:
-        fn = call.get("function") or {}
-        args = fn.get("arguments") or "{}"
-        try:
-            parsed = orjson.loads(args) if isinstance(args, str) else args
-        except orjson.JSONDecodeError:
-            parsed = {"raw": args}
-        out.append({"function": {"name": fn.get("name", ""), "arguments": parsed}})
-    return out
-
-
-def _done_reason(finish: str | None) -> str:
-    return "length" if finish == "length" else "stop"
-
-
-def final_fields(result: JsonDict, finish: str | None, started_ns: int, load_ns: int) -> JsonDict:
-    """The statistics Ollama puts on a final response or chunk, from llama.cpp's usage and timings."""
-    usage = result.get("usage") or {}
-    timings = result.get("timings") or {}
-    return {
-        "done": True,
-        "done_reason": _done_reason(finish),
-        "total_duration": time.monotonic_ns() - started_ns,
-        "load_duration": load_ns,
-        "prompt_eval_count": int(usage.get("prompt_tokens") or timings.get("prompt_n") or 0),
-        "prompt_eval_duration": int(float(timings.get("prompt_ms") or 0) * 1e6),
-        "eval_count": int(usage.get("completion_tokens") or timings.get("predicted_n") or 0),
-        "eval_duration": int(float(timings.get("predicted_ms") or 0) * 1e6),
-    }
-
-
-def body_key(kind: str) -> str:
-    return "message" if kind == "chat" else "response"
-
-
-def content_payload(kind: str, text: str, tool_calls: list[JsonDict] | None = None) -> JsonDict:
-    if kind == "chat":
-        message: JsonDict = {"role": "assistant", "content": text}
-        if tool_calls:
-            message["tool_calls"] = tool_calls
-        return {"message": message}
-    return {"response": text}
-
-
-def response(kind: str, model: str, result: JsonDict, started_ns: int, load_ns: int) -> JsonDict:
-    """A non-streamed llama.cpp result as Ollama's chat or generate response."""
-    choice = (result.get("choices") or [{}])[0]
-    if "message" in choice:
-        text = choice["message"].get("content") or ""
-        calls = _tool_calls(choice["message"].get("tool_calls"))
-    else:
-        text, calls = choice.get("text") or "", None
-    out: JsonDict = {"model": model, "created_at": created_at(), **content_payload(kind, text, calls)}
-    out.update(final_fields(result, choice.get("finish_reason"), started_ns, load_ns))
-    return out
-
-
-def chunk_text(chunk: JsonDict) -> tuple[str, list[JsonDict] | None, str | None]:
-    """(text, tool calls, finish reason) of one llama.cpp stream chunk."""
-    choices = chunk.get("choices") or []
-    if not choices:
-        return "", None, None
-    choice = choices[0]
-    delta = choice.get("delta")
-    if delta is not None:
-        return delta.get("content") or "", _tool_calls(delta.get("tool_calls")), choice.get("finish_reason")
-    return choice.get("text") or "", None, choice.get("finish_reason")
-
-
-class Accumulator:
-    """Folds llama.cpp stream chunks back into the shape of a non-streamed result (for ``response``).
-
-    Non-streamed requests run as streams inside the engine so that a client going away can stop them.
-    """
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.finish: str | None = None
-        self.last: JsonDict = {}
-        self.chat = True
-        self.calls: dict[int, JsonDict] = {}
-        """Tool calls by index, their argument text joined from the deltas (OpenAI's streaming shape)."""
-
-    def feed(self, chunk: JsonDict) -> str:
-        """Take one chunk; returns its text."""
-        text, _, reason = chunk_text(chunk)
-        choices = chunk.get("choices") or []
-        if choices and "text" in choices[0]:
-            self.chat = False
-        if text:
-            self.parts.append(text)
-        delta = choices[0].get("delta") if choices else None
-        if isinstance(delta, dict) and isinstance(delta.get("tool_calls"), list):
-            self._feed_calls(delta["tool_calls"])
-        self.finish = reason or self.finish
-        if chunk.get("usage") or chunk.get("timings"):
-            self.last = chunk
-        return text
-
-    def _feed_calls(self, deltas: list[Any]) -> None:
-        for delta in deltas:
-            if not isinstance(delta, dict):
-                continue
-            index = delta.get("index")
-            call = self.calls.setdefault(
-                index if isinstance(index, int) else len(self.calls), {"function": {"name": "", "arguments": ""}}
-            )
-            fn = delta.get("function") or {}
-            for key in ("name", "arguments"):
-                if isinstance(fn.get(key), str):
-                    call["function"][key] += fn[key]
-            if delta.get("id"):
-                call["id"] = delta["id"]
-
-    def result(self) -> JsonDict:
-        text = "".join(self.parts)
-        choice: JsonDict = {"finish_reason": self.finish}
-        if self.chat:
-            choice["message"] = {"role": "assistant", "content": text}
-            if self.calls:
-                choice["message"]["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
-        else:
-            choice["text"] = text
-        return {"choices": [choice], "usage": self.last.get("usage") or {}, "timings": self.last.get("timings") or {}}

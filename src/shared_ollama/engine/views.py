@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from shared_ollama.engine.capabilities import capabilities
 from shared_ollama.engine.runtime import LoadedModel
 from shared_ollama.engine.store import ModelEntry
 from shared_ollama.protocol.modelfile import render_modelfile
@@ -14,7 +15,8 @@ from shared_ollama.protocol.modelfile import render_modelfile
 API_VERSION = "0.13.5"
 """The Ollama API level the embedded engine speaks (clients gate features on it)."""
 JsonDict = dict[str, Any]
-_FOREVER = datetime(2318, 1, 1, tzinfo=UTC)
+_FOREVER = timedelta(microseconds=(2**63 - 1) // 1000)
+"""How far away a model kept loaded for ever expires: Ollama's ``keep_alive`` < 0 is the longest Go duration."""
 
 
 def details(entry: ModelEntry) -> JsonDict:
@@ -39,15 +41,28 @@ def tag(entry: ModelEntry) -> JsonDict:
     }
 
 
-def running(model: LoadedModel) -> JsonDict:
+def expiry_order(model: LoadedModel) -> float:
+    """Sort key of ``/api/ps``: the model that stays loaded longest first, as Ollama lists them."""
     remaining = model.expires_in
-    expires = _FOREVER if remaining is None else datetime.now(UTC) + timedelta(seconds=max(0.0, remaining))
+    return float("-inf") if remaining is None else -remaining
+
+
+def running(model: LoadedModel, now: datetime | None = None) -> JsonDict:
+    """One model of ``/api/ps``: Ollama's fields, plus what this engine is doing with it. ``size`` (and
+    ``size_vram``, the part in GPU memory) is what the load took, measured (``engine/footprint.py``); when it could
+    not be measured, the estimate from the model's metadata, and ``size_estimated`` says so (``size_vram``: 0
+    without a GPU, else the estimate, since llama.cpp offloads what fits)."""
+    remaining = model.expires_in
+    now = now or datetime.now(UTC)
+    expires = now + (_FOREVER if remaining is None else timedelta(seconds=max(0.0, remaining)))
+    measured = model.footprint
+    estimate = model.memory_estimate
     return {
         **tag(model.entry),
-        "size": model.memory_estimate,
-        "size_estimated": True,  # computed from the model's metadata (weights + KV cache), not measured
+        "size": measured.total if measured is not None else estimate,
+        "size_estimated": measured is None,
         "expires_at": expires.isoformat().replace("+00:00", "Z"),
-        "size_vram": 0,
+        "size_vram": measured.vram if measured is not None else estimate if model.on_gpu else 0,
         "context_length": model.num_ctx,
         "requests": model.in_flight,
         "generations": model.generating,
@@ -94,16 +109,13 @@ def show(entry: ModelEntry) -> JsonDict:
         info[f"{arch}.context_length"] = entry.context_length
     if entry.embedding_length:
         info[f"{arch}.embedding_length"] = entry.embedding_length
-    capabilities = list(entry.capabilities)
-    if entry.projector and "vision" not in capabilities:
-        capabilities.append("vision")
     out: JsonDict = {
         "modelfile": modelfile(entry),
         "parameters": _parameters_text(entry.parameters),
         "template": entry.template or "",
         "details": details(entry),
         "model_info": info,
-        "capabilities": capabilities,
+        "capabilities": capabilities(entry),
         "modified_at": entry.modified_at,
     }
     if entry.system:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from shared_ollama.errors import InvalidRequest
+from shared_ollama.protocol.logprobs import chat_logprobs, logprob_fields
 from shared_ollama.protocol.openai import (
     ChatCompletionRequest,
     ChatMessage,
@@ -23,6 +24,7 @@ from shared_ollama.protocol.openai import (
     _Sampling,
     _Wire,
 )
+from shared_ollama.protocol.tool_choice import ForcedCall, call_schema, forced_call, with_instructions
 
 JsonDict = dict[str, Any]
 
@@ -122,20 +124,21 @@ def _format(fmt: ResponseFormat | None) -> str | JsonDict | None:
 
 
 def _tools(req: ChatCompletionRequest) -> list[JsonDict] | None:
-    """The tools the model may call under ``tool_choice``: ``auto`` (the default) all of them, ``none`` none.
-    Forcing a call (``required``, or a named function) is refused: the engine cannot promise it."""
-    choice = req.tool_choice
-    if choice is None or choice == "auto":
-        return req.tools
-    if choice == "none":
-        return None
-    raise InvalidRequest(
-        "tool_choice must be 'auto' or 'none' (forcing a tool call is not supported)", param="tool_choice"
-    )
+    """The tools the model may call on its own under ``tool_choice``: ``auto`` (the default) all of them; ``none``
+    none; a forced call (``required``, a named function) none either: its ``format`` makes the call
+    (``tool_choice.py``)."""
+    return req.tools if req.tool_choice in (None, "auto") else None
+
+
+def forced_tool_call(req: ChatCompletionRequest) -> ForcedCall | None:
+    """The call ``tool_choice`` forces (``required`` or a named function), or None; 400 naming ``tool_choice``
+    when it cannot be honoured."""
+    return forced_call(req.tools, req.tool_choice)
 
 
 def chat_request_to_native(req: ChatCompletionRequest) -> JsonDict:
     refuse_unsupported(req)
+    forced = forced_tool_call(req)
     body: JsonDict = {
         "model": req.model,
         "messages": [_message(m) for m in req.messages],
@@ -145,11 +148,19 @@ def chat_request_to_native(req: ChatCompletionRequest) -> JsonDict:
     if options:
         body["options"] = options
     fmt = _format(req.response_format)
+    if fmt is not None and forced is not None:
+        raise InvalidRequest(
+            "a forced tool call (tool_choice) cannot be combined with response_format", param="tool_choice"
+        )
     if fmt is not None:
         body["format"] = fmt
+    if forced is not None:
+        body["format"] = call_schema(forced)
+        body["messages"] = with_instructions(body["messages"], forced)
     tools = _tools(req)
     if tools:
         body["tools"] = tools
+    logprob_fields(req.logprobs, req.top_logprobs, body)
     return body
 
 
@@ -215,7 +226,14 @@ def chat_response_from_native(native: JsonDict, *, request_id: str, created: int
         "created": created,
         "model": native.get("model", ""),
         "system_fingerprint": "fp_shared_ollama",
-        "choices": [{"index": 0, "message": out_message, "finish_reason": finish_reason(native)}],
+        "choices": [
+            {
+                "index": 0,
+                "message": out_message,
+                "logprobs": chat_logprobs(native),
+                "finish_reason": finish_reason(native),
+            }
+        ],
         "usage": _usage(native),
     }
 
@@ -239,10 +257,14 @@ def chat_chunk_from_native(
         delta["tool_calls"] = _tool_calls(message["tool_calls"], request_id)
     out: list[JsonDict] = []
     done = bool(native.get("done"))
+    logprobs = chat_logprobs(native)
     if delta or not done:
         if first and "content" not in delta:
             delta["content"] = ""
-        out.append({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+        choice: JsonDict = {"index": 0, "delta": delta, "finish_reason": None}
+        if logprobs is not None:
+            choice["logprobs"] = logprobs
+        out.append({**base, "choices": [choice]})
     if done:
         out.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason(native)}]})
         if include_usage:

@@ -99,13 +99,21 @@ class Modelfile:
     messages: list[dict[str, str]] = field(default_factory=list)
     adapter_line: int = field(default=0, repr=False, compare=False)
 
-    def to_create_request(self, name: str) -> JsonDict:
-        """Ollama's structured ``/api/create`` body (0.5.5+) for a model called ``name``."""
-        if self.adapters:
+    def to_create_request(
+        self, name: str, *, files: dict[str, str] | None = None, adapters: dict[str, str] | None = None
+    ) -> JsonDict:
+        """Ollama's structured ``/api/create`` body (0.5.5+) for a model called ``name``.
+
+        ``files`` and ``adapters`` (file name -> digest) are the blobs of a ``FROM`` file and of the ``ADAPTER``
+        files, uploaded first: with ``files`` the body has no ``from``; ``ADAPTER`` lines need ``adapters``.
+        """
+        if self.adapters and adapters is None:
             raise ModelfileError(
                 self.adapter_line, "ADAPTER needs its file uploaded to the server as a blob first (use ollama create)"
             )
-        body: JsonDict = {"model": name, "from": self.from_}
+        body: JsonDict = {"model": name, **({"files": dict(files)} if files is not None else {"from": self.from_})}
+        if adapters:
+            body["adapters"] = dict(adapters)
         if self.system is not None:
             body["system"] = self.system
         if self.template is not None:
@@ -249,6 +257,13 @@ def parse_modelfile(text: str) -> Modelfile:
     if "from_" not in found:
         raise ModelfileError(1, "no FROM instruction (a Modelfile needs FROM <model>)")
     return Modelfile(**found, adapter_line=adapter_line)
+
+
+def is_file_reference(value: str) -> bool:
+    """Whether a ``FROM`` value names a file rather than a model: a path (``/``, ``./``, ``../``, ``~``) or a
+    ``.gguf`` file name. ``ADAPTER`` values always name files."""
+    text = value.strip()
+    return text.startswith(("/", "./", "../", "~")) or text.lower().endswith(".gguf")
 
 
 def _quote(value: str) -> str:

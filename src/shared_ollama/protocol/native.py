@@ -6,9 +6,9 @@ number is bounded (``bounds.py``): the known numeric ``options`` too, though ``o
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared_ollama.protocol.bounds import (
     MAX_THREADS,
@@ -77,6 +77,8 @@ class ToolCall(_Wire):
 class Message(_Wire):
     role: str = Field(min_length=1)
     content: str = ""
+    thinking: str | None = None
+    """An earlier answer's reasoning (Ollama's ``thinking``), for templates that keep it in the history."""
     images: list[str] | None = None
     tool_calls: list[ToolCall] | None = None
 
@@ -86,12 +88,25 @@ class Message(_Wire):
         return "" if value is None else value
 
 
+Think = bool | Literal["low", "medium", "high", "max"]
+"""Ollama's ``think``: on or off, or how hard (a string turns thinking on)."""
+
+
 class _Generation(_Wire):
     model: str = ""
     format: str | JsonDict | None = None
     options: Options | None = None
     stream: bool | None = None
     keep_alive: KeepAlive | None = None
+    think: Think | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> _Generation:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
 
     @field_validator("format")
     @classmethod

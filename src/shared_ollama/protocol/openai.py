@@ -66,6 +66,8 @@ class _Sampling(_Wire):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    """The end user (the gateway's per-user fairness inside the tenant; also ``safety_identifier``)."""
+    safety_identifier: str | None = None
 
 
 class ChatCompletionRequest(_Sampling):
@@ -74,6 +76,8 @@ class ChatCompletionRequest(_Sampling):
     response_format: ResponseFormat | None = None
     tools: list[JsonDict] | None = None
     tool_choice: str | JsonDict | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
 
 class CompletionRequest(_Sampling):

@@ -19,8 +19,9 @@ import orjson
 
 from shared_ollama.backends.client import EngineClient
 from shared_ollama.backends.supervisor import EngineState, EngineSupervisor
-from shared_ollama.errors import InvalidRequest, RequestTimeout
+from shared_ollama.errors import BackendError, InvalidRequest, RequestTimeout
 from shared_ollama.service.admission.context import RequestContext
+from shared_ollama.service.admission.engine_policy import PINNED_HEADER, POLICY_HEADER, EnginePolicy, check_model
 from shared_ollama.service.admission.gate import Admission, Admitted
 from shared_ollama.service.admission.prompts import check_prompt_size, request_kind
 from shared_ollama.service.admission.tenants import Tenants
@@ -34,10 +35,10 @@ from shared_ollama.service.models.policy import ModelPolicy
 from shared_ollama.service.models.profiles import Selection
 from shared_ollama.service.observability.metrics import LiveState
 from shared_ollama.service.observability.records import RequestRecord
+from shared_ollama.service.quotas.quotas import Quotas
 from shared_ollama.settings import Settings
 
 log = logging.getLogger(__name__)
-PINNED_HEADER = "X-Shared-Ollama-Pinned-Options"
 JsonDict = dict[str, Any]
 _PROMPTED = ("/api/chat", "/api/generate")
 
@@ -59,6 +60,8 @@ class Gateway:
         loaded: LoadedModels,
         memory: MemoryManager,
         caching: Caching,
+        engine_policy: EnginePolicy,
+        quotas: Quotas,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -73,6 +76,10 @@ class Gateway:
         self.memory = memory
         self.caching = caching
         """The response cache, when enabled."""
+        self.engine_policy = engine_policy
+        """What a tenant's request may do to the shared engine (keep_alive, load-time options, output, models)."""
+        self.quotas = quotas
+        """The tenants' request and token quotas (reserved before the cache and the engine, settled after)."""
 
     @property
     def profile(self) -> Selection | None:
@@ -89,30 +96,23 @@ class Gateway:
         body["model"] = self.policy.resolve_alias(str(body["model"]))
         return body
 
-    def _pin(self, ctx: RequestContext, body: JsonDict) -> None:
-        """Load-time options fixed per model by configuration replace what the request asked (a differing
-        ``num_ctx`` would make the engine reload the model for every other project); the response says so."""
-        pinned = self.policy.pinned(str(body["model"]))
-        if not pinned:
-            return
-        options = body.setdefault("options", {})
-        changed = [f"{k}={v} (asked {options[k]})" for k, v in pinned.items() if k in options and options[k] != v]
-        options.update(pinned)
-        if changed:
-            ctx.headers[PINNED_HEADER] = "; ".join(changed)
-
     async def _check(
         self, ctx: RequestContext, path: str, body: JsonDict, compression: Compression | None = None
     ) -> None:
         """What can be refused before the cache and admission: the prompt's size, then the images (checked and
         compressed here, in the gateway's own workers, before taking an engine slot; the cache key hashes them)."""
         ctx.record.model = str(body["model"])
-        if path in _PROMPTED or path == "/api/embed":
-            self._pin(ctx, body)
+        applied = self.engine_policy.apply(ctx.tenant, path, body)
+        if applied.notes:
+            ctx.headers[POLICY_HEADER] = "; ".join(applied.notes)
+        if applied.pinned:
+            ctx.headers[PINNED_HEADER] = "; ".join(applied.pinned)
         if self.settings.log_prompts:
             log.debug("prompt of %s: %s", ctx.request_id, orjson.dumps(body.get("messages") or body.get("prompt")))
         if path in _PROMPTED:
             limit = ctx.tenant.limits.max_prompt_tokens
+            if applied.prompt_limit is not None:
+                limit = min(limit, applied.prompt_limit)
             await check_prompt_size(self.client, body, limit, count_budget=self.settings.prompt_count_timeout)
             if request_kind(body) == "vision":
                 await self.admission.precheck(ctx, "vision")
@@ -139,6 +139,11 @@ class Gateway:
         cache mode the request asked for in its body (service API)."""
         mode = self._cache_mode(ctx, path, body, cache)
         await self._check(ctx, path, body, compression)
+        async with self.quotas.reserve(ctx, path, body):  # over a quota: 429 before the cache, queue and engine
+            return await self._call(ctx, path, body, mode)
+
+    async def _call(self, ctx: RequestContext, path: str, body: JsonDict, mode: str) -> bytes:
+        """A call within its tenant's quotas: the cache, else admission and the engine."""
         if mode != "off":
             hit = await self._lookup(ctx, body, mode)
             if hit is not None:
@@ -174,6 +179,14 @@ class Gateway:
         mode = self._cache_mode(ctx, path, body, cache)
         await self._check(ctx, path, body, compression)
         ctx.record.stream = True
+        async with self.quotas.reserve(ctx, path, body), self._stream(ctx, path, body, mode) as lines:
+            yield lines
+
+    @asynccontextmanager
+    async def _stream(
+        self, ctx: RequestContext, path: str, body: JsonDict, mode: str
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """A stream within its tenant's quotas: a cache hit replayed, else admission and the engine."""
         caching = self.caching if mode != "off" else None
         if caching is not None:
             hit = await self._lookup(ctx, body, mode)
@@ -207,6 +220,7 @@ class Gateway:
         return await self.caching.lookup(ctx, body, mode)
 
     def _started(self, ctx: RequestContext, admitted: Admitted) -> None:
+        self.engine_policy.used(admitted.ticket.model, ctx.tenant.name)
         ctx.record.engine = True
         ctx.record.queue_wait = admitted.ticket.waited
         self._used(admitted)
@@ -238,6 +252,31 @@ class Gateway:
         """An engine call that takes no slot (model details, load and unload)."""
         return await self.client.request("POST", path, body)
 
+    async def count_tokens(self, ctx: RequestContext, body: JsonDict, *, load: bool = True) -> int | None:
+        """Tokens of a native chat prompt (``{"model", "messages", "tools"}``) as the model sees it, counted by the
+        engine's tokenizer: with the model as loaded (no slot), else, with ``load``, admitted like a request (place,
+        fair queue, slot, deadline), since counting then loads the model. None when the engine has no tokenizer
+        (real Ollama), or the model is not loaded and ``load`` is false."""
+        model = str(body["model"])
+        ctx.record.model = model
+        check_model(ctx.tenant, model)  # counting may load the model: only one the tenant may use
+        prompt = {k: v for k, v in body.items() if k != "model"}
+        try:
+            return await self.client.count_tokens(model, {**prompt, "load": False})
+        except BackendError:  # not loaded (the engine answers 409 rather than load it)
+            if not load:
+                return None
+        self.admission.scheduler.check_room()
+        async with self.admission.admit(ctx, model, "text") as admitted:
+            self._started(ctx, admitted)
+            try:
+                async with asyncio.timeout(admitted.remaining()):
+                    return await self.client.count_tokens(model, prompt)
+            except TimeoutError:
+                raise _overtime(admitted) from None
+            finally:
+                self._used(admitted)
+
 
 def _overtime(admitted: Admitted) -> RequestTimeout:
     seconds = admitted.deadline - admitted.ticket.enqueued_at
@@ -252,6 +291,7 @@ def _account(record: RequestRecord, final: object) -> None:
     record.completion_tokens = int(final.get("eval_count") or 0)
     record.eval_seconds = (final.get("eval_duration") or 0) / 1e9
     record.load_seconds = (final.get("load_duration") or 0) / 1e9
+    record.engine_seconds = (final.get("total_duration") or 0) / 1e9
 
 
 async def _replay(lines: list[bytes]) -> AsyncIterator[bytes]:

@@ -2,7 +2,8 @@
 
 ``Admission.admit`` is the one gate every engine request passes. In order:
 
-1. the tenant's in-flight cap for the request's kind (text / vision): over it, ``429 tenant_busy``;
+1. the tenant's in-flight cap for the request's kind (text / vision): over it, ``429 tenant_busy``; then,
+   when the request names its end user and the tenant has a per-user cap, the user's (``429 user_busy``);
 2. the shared bounded queue (``scheduler.py``): full, ``503 queue_full``; no slot within the tenant's
    waiting deadline, ``503 request_timeout``;
 3. while the request runs, its total time is bounded by the same deadline, counted from arrival.
@@ -24,7 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from shared_ollama.errors import SharedOllamaError, TenantBusy
+from shared_ollama.errors import SharedOllamaError, TenantBusy, UserBusy
 from shared_ollama.service.admission.context import RequestContext
 from shared_ollama.service.admission.inflight import InflightCounter
 from shared_ollama.service.admission.scheduler import Scheduler, Ticket
@@ -82,14 +83,41 @@ class Admission:
             raise self._busy(ctx, kind, cap)
         try:
             ctx.headers[REMAINING_HEADER] = str(max(0, cap - await self.counter.count(key)))
-            ticket = Ticket(tenant=tenant.name, model=model, priority=ctx.priority, kind=kind)
-            max_wait = tenant.limits.queue_timeout(kind)
-            await self.scheduler.acquire(ticket, max_wait)
-            try:
-                ctx.headers[WAIT_HEADER] = str(round(ticket.waited * 1000))
-                yield Admitted(ticket, arrived + max_wait, self._clock)
-            finally:
-                self.scheduler.release(ticket)
+            async with self._user_place(ctx, member):
+                user = ctx.record.user
+                ticket = Ticket(tenant=tenant.name, model=model, priority=ctx.priority, kind=kind, user=user)
+                max_wait = tenant.limits.queue_timeout(kind)
+                await self.scheduler.acquire(ticket, max_wait)
+                try:
+                    ctx.headers[WAIT_HEADER] = str(round(ticket.waited * 1000))
+                    yield Admitted(ticket, arrived + max_wait, self._clock)
+                finally:
+                    self.scheduler.release(ticket)
+        finally:
+            await self._release(key, member)
+
+    @asynccontextmanager
+    async def _user_place(self, ctx: RequestContext, member: str) -> AsyncIterator[None]:
+        """The end user's place under the tenant's per-user cap (nothing to take without a user or a cap)."""
+        cap = ctx.tenant.limits.max_inflight_per_user
+        user = ctx.record.user
+        if not cap or user is None:
+            yield
+            return
+        key = f"{ctx.tenant.name}:user:{user}"
+        try:
+            acquired = await self.counter.acquire(key, member, cap)
+        except asyncio.CancelledError:
+            self._release_later(key, member)
+            raise
+        if not acquired:
+            raise UserBusy(
+                f"user '{user}' of tenant '{ctx.tenant.name}' already has {cap} requests in flight (the per-user "
+                "cap); retry later",
+                retry_after=self.scheduler.service_times.median(default=1.0),
+            )
+        try:
+            yield
         finally:
             await self._release(key, member)
 

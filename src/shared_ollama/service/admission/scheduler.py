@@ -7,6 +7,8 @@ frees, the next request is chosen:
 1. by class: interactive before batch, except that a batch request that waited ``batch_aging`` seconds
    competes as an equal (so batch work is slowed by interactive load, never starved);
 2. across tenants, round-robin: every tenant with waiting requests gets its turn, however many it queued;
+   inside a tenant, its turn goes round-robin among the end users its requests name (``Ticket.user``: a chat
+   front end's users share one key), the least recently served user first, each user's requests in order;
 3. by model warmth, only when the requested models do not all fit in the engine at once: among the tenants'
    requests in round-robin order, the first for a model that is already loaded wins, unless a request for a
    cold model has waited ``model_aging`` seconds (then it goes first: no request waits forever).
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import zip_longest
@@ -42,6 +44,8 @@ class Ticket:
     model: str
     priority: Priority = Priority.INTERACTIVE
     kind: str = "text"
+    user: str | None = None
+    """The end user inside the tenant, when the request names one (None: the tenant's anonymous user)."""
     enqueued_at: float = 0.0
     started_at: float | None = None
     granted: asyncio.Future[None] | None = field(default=None, repr=False)
@@ -76,6 +80,9 @@ class Scheduler:
         self._queued = 0
         self._running: set[Ticket] = set()
         self._batch_turn = False
+        self._served: OrderedDict[tuple[str, str | None], int] = OrderedDict()
+        """(tenant, user) -> sequence number of its last start, most recent last: whose turn it is in a tenant."""
+        self._starts = 0
         self._models: dict[str, int] = {}
         """Requests queued or running per model (what the engine is asked to hold)."""
         self.waits = RecentTimes()
@@ -174,6 +181,12 @@ class Scheduler:
         if len(self._recent) > 4 * self.model_capacity:
             self._recent.popitem(last=False)
         self._running.add(ticket)
+        served = (ticket.tenant, ticket.user)
+        self._served.pop(served, None)
+        self._starts += 1
+        self._served[served] = self._starts
+        if len(self._served) > _SERVED_MEMORY:
+            self._served.popitem(last=False)  # the longest-unserved user: forgetting it only moves it forward
         if ticket.granted is None:  # started without queueing
             self._models[ticket.model] = self._models.get(ticket.model, 0) + 1
         self.waits.add(ticket.waited)
@@ -222,7 +235,7 @@ class Scheduler:
         interactive = self._queues[Priority.INTERACTIVE]
         batch = self._queues[Priority.BATCH]
         if not interactive:
-            return _interleave(batch)
+            return self._interleave(batch)
         aged: OrderedDict[str, deque[Ticket]] = OrderedDict()
         for tenant, tickets in batch.items():
             old = deque(t for t in tickets if now - t.enqueued_at >= self.batch_aging)
@@ -231,8 +244,8 @@ class Scheduler:
         if aged:
             self._batch_turn = not self._batch_turn
             if self._batch_turn:  # aged batch work alternates with interactive work, round-robin across tenants
-                return _interleave(aged)
-        return _interleave(interactive)
+                return self._interleave(aged)
+        return self._interleave(interactive)
 
     def _pick(self) -> Ticket:
         now = self._clock()
@@ -248,7 +261,25 @@ class Scheduler:
                 return ticket
         return candidates[0]
 
+    def _interleave(self, tenants: OrderedDict[str, deque[Ticket]]) -> list[Ticket]:
+        """Every tenant's first request, then every tenant's second, ... (tenants in their round-robin order;
+        each tenant's requests in its users' round-robin order)."""
+        ordered = [self._by_user(tickets) for tickets in tenants.values()]
+        return [t for rank in zip_longest(*ordered) for t in rank if t is not None]
 
-def _interleave(tenants: OrderedDict[str, deque[Ticket]]) -> list[Ticket]:
-    """Every tenant's first request, then every tenant's second, ... (tenants in their round-robin order)."""
-    return [t for rank in zip_longest(*tenants.values()) for t in rank if t is not None]
+    def _by_user(self, tickets: deque[Ticket]) -> Iterable[Ticket]:
+        """A tenant's waiting requests, round-robin across its users: the least recently served user's first
+        request, the next user's, ...; a tenant whose requests name no users (the common case) keeps its FIFO."""
+        first = tickets[0].user
+        if all(t.user == first for t in tickets):
+            return tickets
+        per_user: dict[str | None, list[Ticket]] = {}
+        for ticket in tickets:
+            per_user.setdefault(ticket.user, []).append(ticket)
+        tenant = tickets[0].tenant
+        users = sorted(per_user, key=lambda user: self._served.get((tenant, user), 0))  # never served: first
+        return [t for turn in zip_longest(*(per_user[u] for u in users)) for t in turn if t is not None]
+
+
+_SERVED_MEMORY = 4096
+"""(tenant, user) pairs remembered for the users' round-robin."""

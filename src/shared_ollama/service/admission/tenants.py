@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared_ollama.errors import Forbidden, InvalidRequest, Unauthorized
+from shared_ollama.service.admission.tenant_policy import PolicyOverrides, TenantPolicy, resolve_policy
 from shared_ollama.settings import Settings
 
 DEFAULT_TENANT = "default"
@@ -43,6 +44,12 @@ class LimitOverrides(BaseModel):
     max_prompt_tokens: int | None = Field(default=None, ge=1)
     queue_timeout_text: float | None = Field(default=None, gt=0)
     queue_timeout_vision: float | None = Field(default=None, gt=0)
+    requests_per_minute: int | None = Field(default=None, ge=0)
+    """Quotas (``service/quotas``): 0 lifts a limit the settings set for every tenant."""
+    tokens_per_minute: int | None = Field(default=None, ge=0)
+    tokens_per_day: int | None = Field(default=None, ge=0)
+    max_inflight_per_user: int | None = Field(default=None, ge=0)
+    """In-flight requests per end user inside the tenant (0: no per-user cap)."""
 
 
 class TenantSpec(BaseModel):
@@ -53,6 +60,8 @@ class TenantSpec(BaseModel):
     limits: LimitOverrides = Field(default_factory=LimitOverrides)
     cache: Literal["off", "exact", "semantic"] | None = None
     """The tenant's default cache mode (unset: only deterministic requests use the exact cache)."""
+    policy: PolicyOverrides = Field(default_factory=PolicyOverrides)
+    """What the tenant's requests may do to the shared engine (``tenant_policy.py``)."""
 
 
 class TenantsFile(BaseModel):
@@ -67,6 +76,12 @@ class Limits:
     max_prompt_tokens: int
     queue_timeout_text: float
     queue_timeout_vision: float
+    requests_per_minute: int | None = None
+    """Quotas (``service/quotas``); None or 0: unlimited."""
+    tokens_per_minute: int | None = None
+    tokens_per_day: int | None = None
+    max_inflight_per_user: int = 0
+    """In-flight requests per end user inside the tenant, of any kind (0: none)."""
 
     def cap(self, kind: str) -> int:
         return self.max_inflight_vision if kind == "vision" else self.max_inflight_text
@@ -81,6 +96,7 @@ class Tenant:
     role: Role
     limits: Limits
     cache: str | None = None
+    policy: TenantPolicy = field(default_factory=TenantPolicy)
 
     @property
     def is_admin(self) -> bool:
@@ -89,6 +105,13 @@ class Tenant:
     def require_admin(self, action: str) -> None:
         if not self.is_admin:
             raise Forbidden(f"{action} needs an admin key; tenant '{self.name}' is a {self.role.value}")
+
+    def require_model_management(self, action: str) -> None:
+        """Creating, copying, pulling and deleting models: admins, and tenants whose policy allows it."""
+        if not (self.is_admin or self.policy.manage_models):
+            raise Forbidden(
+                f"{action} needs an admin key or a tenant policy with manage_models; tenant '{self.name}' has neither"
+            )
 
 
 def _limits(settings: Settings, overrides: LimitOverrides) -> Limits:
@@ -137,27 +160,57 @@ class Tenants:
     specs: list[TenantSpec] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        """Merge specs by name (a tenant in the file and the environment keeps the file's limits), index keys."""
+        self.replace(self.specs)
+
+    def replace(self, specs: Sequence[TenantSpec], digests: Mapping[bytes, str] | None = None) -> None:
+        """Index ``specs`` and the keys known only by their SHA-256 digests (``digest -> tenant``), then swap the
+        index in with one assignment: a request resolves against the old index or the new one, never a mix, and
+        keeps the ``Tenant`` it resolved. Specs are merged by name (a tenant in the file and the environment keeps
+        the file's limits). A key given to two tenants, or to an unknown one, raises ``ValueError`` and the index
+        in force stays."""
         roles: dict[str, Role] = {}
         caches: dict[str, str] = {}
         overrides: dict[str, dict[str, Any]] = {}
+        policies: dict[str, dict[str, Any]] = {}
         owners: dict[bytes, str] = {}
-        for spec in self.specs:
+        for spec in specs:
             if spec.role is Role.ADMIN or spec.name not in roles:
                 roles[spec.name] = spec.role
             overrides.setdefault(spec.name, {}).update(spec.limits.model_dump(exclude_none=True))
+            policies.setdefault(spec.name, {}).update(spec.policy.model_dump(exclude_unset=True))
             if spec.cache is not None:
                 caches[spec.name] = spec.cache
             for key in spec.keys:
                 digest = _digest(key)
                 if owners.setdefault(digest, spec.name) != spec.name:
                     raise ValueError(f"one API key is given to two tenants: '{owners[digest]}' and '{spec.name}'")
-        self._by_name = {
-            name: Tenant(name, roles[name], _limits(self.settings, LimitOverrides(**overrides[name])), caches.get(name))
+        for digest, name in (digests or {}).items():
+            if name not in roles:
+                raise ValueError(f"a key is given to an unknown tenant '{name}'")
+            if owners.setdefault(digest, name) != name:
+                raise ValueError(f"one API key is given to two tenants: '{owners[digest]}' and '{name}'")
+        keyed = bool(owners)
+        by_name = {
+            name: Tenant(
+                name,
+                roles[name],
+                _limits(self.settings, LimitOverrides(**overrides[name])),
+                caches.get(name),
+                resolve_policy(
+                    self.settings, PolicyOverrides(**policies[name]), admin_key=keyed and roles[name] is Role.ADMIN
+                ),
+            )
             for name in roles
         }
-        self._keys = list(owners.items())
-        self._default_limits = _limits(self.settings, LimitOverrides())
+        default_limits = _limits(self.settings, LimitOverrides())
+        default_policy = resolve_policy(self.settings, PolicyOverrides(), admin_key=False)
+        self.specs = list(specs)
+        self._by_name, self._keys, self._default_limits, self._default_policy = (
+            by_name,
+            list(owners.items()),
+            default_limits,
+            default_policy,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Tenants:
@@ -171,7 +224,7 @@ class Tenants:
         return sorted(self._by_name)
 
     def get(self, name: str) -> Tenant:
-        return self._by_name.get(name) or Tenant(name, Role.USER, self._default_limits)
+        return self._by_name.get(name) or Tenant(name, Role.USER, self._default_limits, policy=self._default_policy)
 
     def authenticate(self, headers: Mapping[str, str]) -> Tenant:
         if not self.auth_enabled:
@@ -181,9 +234,12 @@ class Tenants:
                     f"{self.settings.project_header} must be 1-64 letters, digits, '.', '_' or '-'",
                     param=self.settings.project_header,
                 )
-            # Auth off: mutating operations are open to everyone (the operator chose a trusted setting).
+            # Auth off: mutating operations are open to everyone (the operator chose a trusted setting), but the
+            # engine-level policy applies: no tenant has a key to be exempted by.
             known = self._by_name.get(name)
-            return Tenant(name, Role.ADMIN, known.limits if known else self._default_limits, known and known.cache)
+            if known is None:
+                return Tenant(name, Role.ADMIN, self._default_limits, None, self._default_policy)
+            return Tenant(name, Role.ADMIN, known.limits, known.cache, known.policy)
         key = _presented_key(headers)
         if key is None:
             raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")

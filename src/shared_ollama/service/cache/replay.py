@@ -47,10 +47,12 @@ def replay_ndjson(entry_json: JsonDict, kind: str, pieces: int = 4) -> list[byte
 
 def aggregate_ndjson(lines: Iterable[bytes], kind: str) -> bytes | None:
     """The non-streamed equivalent of a streamed answer (to cache it); None without a final ``done`` line or
-    with an error line."""
+    with an error line. Log probabilities (per chunk in a stream) are gathered in order, as a non-streamed answer
+    has them; a replay sends them on its final chunk."""
     chat = kind == "chat"
     texts: dict[str, list[str]] = {"thinking": [], "content" if chat else "response": []}
     calls: list[object] = []
+    logprobs: list[object] = []
     final: JsonDict | None = None
     role = "assistant"
     for line in lines:
@@ -66,10 +68,14 @@ def aggregate_ndjson(lines: Iterable[bytes], kind: str) -> bytes | None:
                 if isinstance(source.get(field), str):
                     parts.append(source[field])
             calls.extend(source.get("tool_calls") or [])
+        if isinstance(chunk.get("logprobs"), list):
+            logprobs.extend(chunk["logprobs"])
         if chunk.get("done") is True:
             final = chunk
     if final is None:
         return None
+    if logprobs:
+        final = {**final, "logprobs": logprobs}
     joined = {field: "".join(parts) for field, parts in texts.items() if parts or field != "thinking"}
     if chat:
         return orjson.dumps({**final, "message": {"role": role, **joined, **({"tool_calls": calls} if calls else {})}})

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from shared_ollama.backends.client import EngineClient
-from shared_ollama.protocol.modelfile import parse_modelfile
+from shared_ollama.errors import ModelNotFound
+from shared_ollama.protocol.modelfile import is_file_reference, parse_modelfile
+from shared_ollama.service.models.local_files import file_blocks, fingerprint, resolve
 
 JsonDict = dict[str, Any]
 
@@ -55,8 +58,42 @@ class ModelOps:
         self._on_change(str(body.get("model", "")))
         return result
 
-    async def create_from_modelfile(self, name: str, modelfile: str) -> JsonDict:
-        return await self.create({"model": name, "modelfile": modelfile})
+    async def create_from_modelfile(self, name: str, modelfile: str, files_dir: Path | None = None) -> JsonDict:
+        """Create ``name`` from Modelfile text. With ``files_dir``, a ``FROM`` path and ``ADAPTER`` files on this
+        machine (relative ones under ``files_dir``) are uploaded to the engine as blobs first, as ``ollama create``
+        does; without it they are refused (a 400 naming the line)."""
+        parsed = parse_modelfile(modelfile)
+        if files_dir is None or not (parsed.adapters or is_file_reference(parsed.from_)):
+            return await self.create({"model": name, "modelfile": modelfile})
+        files = None
+        if is_file_reference(parsed.from_):
+            path = resolve(parsed.from_, files_dir, instruction="FROM")
+            files = {path.name: await self.push_file(path)}
+        adapters = {}
+        for reference in parsed.adapters:
+            path = resolve(reference, files_dir, instruction="ADAPTER")
+            adapters[path.name] = await self.push_file(path)
+        return await self.create(parsed.to_create_request(name, files=files, adapters=adapters))
+
+    async def push_file(self, path: Path) -> str:
+        """Upload a file of this machine to the engine as a blob (unless it has it already); returns its digest."""
+        digest, size = await fingerprint(path)
+        if not await self.blob_exists(digest):
+            await self.upload_blob(digest, file_blocks(path), size)
+        return digest
+
+    async def blob_exists(self, digest: str) -> bool:
+        """Ollama's ``HEAD /api/blobs/<digest>``: whether the engine has the blob."""
+        try:
+            await self.client.request("HEAD", f"/api/blobs/{digest}")
+        except ModelNotFound:
+            return False
+        return True
+
+    async def upload_blob(self, digest: str, chunks: AsyncIterator[bytes], length: int | None = None) -> int:
+        """Ollama's ``POST /api/blobs/<digest>``, the body (``length`` bytes when known) streamed through; the
+        engine's status (201 or 200)."""
+        return await self.client.upload(f"/api/blobs/{digest}", chunks, length)
 
     async def copy(self, source: str, destination: str) -> None:
         await self.client.request("POST", "/api/copy", {"source": source, "destination": destination})

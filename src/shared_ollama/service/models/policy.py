@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared_ollama.service.models.profiles import Selection, model_settings
+from shared_ollama.service.models.profiles import Selection, model_output_cap, model_settings
 from shared_ollama.settings import Settings
 
 JsonDict = dict[str, Any]
@@ -82,3 +82,7 @@ class ModelPolicy:
     def pinned(self, model: str) -> JsonDict:
         """The load-time options the models config pins for ``model``."""
         return model_settings(self.selection.config, model)[1] if self.selection is not None else {}
+
+    def default_output(self, model: str) -> int | None:
+        """The output cap the models config sets for ``model`` (None: not set)."""
+        return model_output_cap(self.selection.config, model) if self.selection is not None else None

@@ -201,6 +201,8 @@ class ModelSettings(_Strict):
     idle_timeout: float | None = Field(default=None, gt=0)
     """Seconds unused before the model is unloaded (unset: the global ``idle_unload_seconds``)."""
     pinned_options: PinnedOptions = Field(default_factory=PinnedOptions)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    """Output cap for a generation that sets none (unset: the service's ``default_max_output_tokens``)."""
 
 
 class ModelsConfig(_Strict):
@@ -240,6 +242,15 @@ def model_settings(config: ModelsConfig, model: str) -> tuple[float | None, dict
         if canonical_model(name) == wanted:
             return entry.idle_timeout, entry.pinned_options.model_dump(exclude_none=True)
     return None, {}
+
+
+def model_output_cap(config: ModelsConfig, model: str) -> int | None:
+    """The model's default output cap from the models config (None: not set)."""
+    wanted = canonical_model(model)
+    for name, entry in config.model_settings.items():
+        if canonical_model(name) == wanted:
+            return entry.max_output_tokens
+    return None
 
 
 Source = Literal["forced", "hardware", "fallback", "default"]

@@ -1,5 +1,6 @@
 """Observability: the per-request record (``records``), Prometheus metrics (``metrics``), the in-memory
-performance window (``perf``), SQLite analytics (``analytics``), the bounded model and tenant label values
-(``labels``) and ``telemetry``, which sends each finished record to all three. May import ``errors`` and
-``settings``; no other feature package.
+performance window (``perf``), SQLite analytics (``analytics``) and the usage read from it (``usage``), the
+audit log of admin actions (``audit``), the bounded model and tenant label values (``labels``) and
+``telemetry``, which sends each finished record to all three. May import ``errors`` and ``settings``; no other
+feature package.
 """

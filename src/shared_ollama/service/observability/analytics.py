@@ -62,6 +62,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
     ("ts", "REAL NOT NULL", float),
     ("request_id", "TEXT NOT NULL", _text),
     ("tenant", "TEXT NOT NULL", _text),
+    ("user", "TEXT", lambda value: None if value is None else str(value)),
     ("surface", "TEXT NOT NULL", _text),
     ("route", "TEXT NOT NULL", _text),
     ("model", "TEXT NOT NULL", _text),
@@ -74,6 +75,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
     ("latency", "REAL NOT NULL", float),
     ("eval_seconds", "REAL NOT NULL", float),
     ("load_seconds", "REAL NOT NULL", float),
+    ("engine_seconds", "REAL NOT NULL DEFAULT 0", float),
     ("cache", "TEXT NOT NULL", _text),
     ("stream", "INTEGER NOT NULL", _flag),
     ("engine", "INTEGER NOT NULL", _flag),
@@ -317,6 +319,9 @@ class AnalyticsStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             for statement in _SCHEMA:
                 conn.execute(statement)
+            have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+            for name, kind, _ in (c for c in COLUMNS if c[0] not in have):  # a database of an older version
+                conn.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
         except BaseException:
             conn.close()
             raise

@@ -37,6 +37,10 @@ class BoundedNames:
     def __len__(self) -> int:
         return len(self._seen)
 
+    def keep(self, names: Iterable[str]) -> None:
+        """Give ``names`` labels of their own from now on, like the ones given at the start."""
+        self._always = self._always | frozenset(names)
+
     def label(self, name: str) -> str:
         if name in self._always or name in self._seen:
             return name
@@ -61,6 +65,10 @@ class RecordLabels:
         if rec.engine and rec.status < 400:  # the engine answered for this name: a model it knows
             return self._models.label(rec.model)
         return UNKNOWN
+
+    def keep_tenants(self, names: Iterable[str]) -> None:
+        """Tenants configured later (the admin API, a reload) get labels of their own too."""
+        self._tenants.keep(names)
 
     def tenant(self, rec: RequestRecord) -> str:
         return self._tenants.label(rec.tenant) if rec.tenant else ""

@@ -18,6 +18,8 @@ class RequestRecord:
     route: str
     """The route template, e.g. ``/api/chat`` (never a raw path with user data in it)."""
     tenant: str = ""
+    user: str | None = None
+    """The end user inside the tenant, when the request names one (header or body); fairness shares by it."""
     model: str = ""
     status: int = 0
     code: str = "ok"
@@ -34,6 +36,8 @@ class RequestRecord:
     """The engine's own generation time (``eval_duration``), for tokens/s."""
     load_seconds: float = 0.0
     """Model load time the request paid (``load_duration``)."""
+    engine_seconds: float = 0.0
+    """The engine's own time for the request (``total_duration``: load, prompt and generation), for usage."""
     cache: str = "none"
     """``none`` (not eligible or off), ``miss``, ``hit`` or ``semantic-hit``."""
     stream: bool = False

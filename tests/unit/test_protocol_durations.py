@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared_ollama.engine.durations import keep_alive_seconds, parse_duration
+from shared_ollama.protocol.durations import keep_alive_seconds, parse_duration
 
 
 @pytest.mark.parametrize(
