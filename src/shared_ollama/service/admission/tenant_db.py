@@ -24,6 +24,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import WatchError
 
+from shared_ollama.service.observability.sqlite_db import open_database
+
 JsonDict = dict[str, Any]
 
 REDIS_PREFIX = "shared-ollama:tenants:"
@@ -89,15 +91,7 @@ class SqliteTenantDB:
         self.path = Path(path)
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
-        try:
-            for statement in _SCHEMA:
-                conn.execute(statement)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return open_database(self.path, _SCHEMA)
 
     @staticmethod
     def _version(conn: sqlite3.Connection) -> int:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from shared_ollama.errors import InvalidRequest
 from shared_ollama.service.observability.records import RequestRecord
+from shared_ollama.service.observability.sqlite_db import open_database
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,13 @@ def _aggregates(values: tuple[Any, ...]) -> dict[str, Any]:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _add_new_columns(conn: sqlite3.Connection) -> None:
+    """A database of an older version gets the columns added since (empty for its old rows)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    for name, kind, _ in (c for c in COLUMNS if c[0] not in have):
+        conn.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
 
 
 class AnalyticsStore:
@@ -312,20 +320,7 @@ class AnalyticsStore:
         return self._conn
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
-            for name, kind, _ in (c for c in COLUMNS if c[0] not in have):  # a database of an older version
-                conn.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+        self._conn = open_database(self.path, _SCHEMA, wal=True, migrate=_add_new_columns)
 
     def _close_conn(self) -> None:
         if self._conn is not None:

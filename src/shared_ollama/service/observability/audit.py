@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shared_ollama.errors import InvalidRequest
+from shared_ollama.service.observability.sqlite_db import open_database
 
 JsonDict = dict[str, Any]
 
@@ -43,15 +44,7 @@ class AuditLog:
         self.retention_days = retention_days
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
-        try:
-            for statement in _SCHEMA:
-                conn.execute(statement)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return open_database(self.path, _SCHEMA)
 
     def _purge(self, now: float) -> None:
         with contextlib.closing(self._connect()) as conn:

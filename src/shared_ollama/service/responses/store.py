@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import orjson
 
+from shared_ollama.service.observability.sqlite_db import open_database
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -129,17 +131,7 @@ class ResponseStore:
         return self._conn
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+        self._conn = open_database(self.path, _SCHEMA, wal=True)
 
     def _close_conn(self) -> None:
         if self._conn is not None:

@@ -1,0 +1,38 @@
+"""Opening the service's SQLite files (analytics, audit, stored responses, tenants) one way: the directory made,
+autocommit, a busy timeout, optionally WAL, the schema applied, and the connection closed again if any of it
+fails. Callers run it (and every later call on the connection) in a thread of their own, off the event loop."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+BUSY_TIMEOUT = 10.0
+"""Seconds a statement waits for another connection's lock before failing."""
+
+
+def open_database(
+    path: Path,
+    schema: Iterable[str],
+    *,
+    wal: bool = False,
+    migrate: Callable[[sqlite3.Connection], None] | None = None,
+) -> sqlite3.Connection:
+    """A connection to ``path`` with ``schema`` (``CREATE ... IF NOT EXISTS`` statements) applied, then ``migrate``
+    (changes a database of an older version needs). ``wal``: write-ahead logging with normal sync, for a file
+    written often by one writer while others read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT)
+    try:
+        if wal:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        for statement in schema:
+            conn.execute(statement)
+        if migrate is not None:
+            migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
