@@ -35,7 +35,7 @@ from tests.support.fake_engine import FakeEngine
 pytestmark = pytest.mark.reliability
 
 SEED = 20_261_010
-MAX_EXAMPLES = 10
+MAX_EXAMPLES = 6
 CALL_TIMEOUT = 15.0
 FAKE_TOKEN_CAP = 64
 TOKEN_COUNTS = frozenset({"num_predict", "max_tokens", "max_completion_tokens", "max_output_tokens"})
