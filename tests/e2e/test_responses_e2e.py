@@ -75,7 +75,9 @@ def test_create_answers_with_output_text(sdk: openai.OpenAI) -> None:
 
 def test_stream_sends_the_events_in_order_and_the_final_response(sdk: openai.OpenAI) -> None:
     fmt = {"type": "json_schema", "name": "city", "schema": CITY_SCHEMA, "strict": True}
-    with sdk.responses.stream(model=MODEL, input=QUESTION, text={"format": fmt}, max_output_tokens=32) as stream:
+    with sdk.responses.stream(
+        model=MODEL, input=QUESTION, text={"format": fmt}, max_output_tokens=64, temperature=0
+    ) as stream:
         events = list(stream)
         final = stream.get_final_response()
     kinds = [event.type for event in events]
@@ -105,7 +107,7 @@ class Capital(BaseModel):
 
 
 def test_structured_output_parses_and_matches_the_schema(sdk: openai.OpenAI) -> None:
-    parsed = sdk.responses.parse(model=MODEL, input=QUESTION, text_format=Capital, max_output_tokens=32)
+    parsed = sdk.responses.parse(model=MODEL, input=QUESTION, text_format=Capital, max_output_tokens=64, temperature=0)
     assert parsed.status == "completed"
     answer = parsed.output_parsed
     assert isinstance(answer, Capital)
@@ -114,7 +116,8 @@ def test_structured_output_parses_and_matches_the_schema(sdk: openai.OpenAI) -> 
         model=MODEL,
         input=QUESTION,
         text={"format": {"type": "json_schema", "name": "city", "schema": CITY_SCHEMA}},
-        max_output_tokens=32,
+        max_output_tokens=64,
+        temperature=0,
     )
     assert set(json.loads(raw.output_text)) == {"city"}
     assert raw.text is not None and raw.text.format.type == "json_schema"
