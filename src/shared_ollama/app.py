@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from shared_ollama import __version__
 from shared_ollama.api import (
     admin,
+    agents,
     anthropic,
     blobs,
     ollama,
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.telemetry = services.telemetry
             app.state.tenant_store = services.tenant_store
             app.state.responses = services.responses
+            app.state.agents = services.agents
             app.state.started_at = time.time()
             # Everything built so far lives as long as the process: keep the cyclic collector from re-scanning
             # it on every collection (a full pass over it costs milliseconds on the request path).
@@ -93,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
         operations,
         usage,
         admin,
+        agents,
         blobs,
     ):
         app.router.routes.extend(module.router.routes)

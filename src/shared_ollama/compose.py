@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 from shared_ollama.backends.client import EngineClient
 from shared_ollama.backends.supervisor import EngineSupervisor
@@ -21,6 +22,14 @@ from shared_ollama.service.admission.inflight import InflightCounter, LocalInfli
 from shared_ollama.service.admission.scheduler import Scheduler
 from shared_ollama.service.admission.tenant_store import TenantStore
 from shared_ollama.service.admission.tenants import DEFAULT_TENANT, Tenants
+from shared_ollama.service.agents.agents import Agents
+from shared_ollama.service.agents.documents import Documents
+from shared_ollama.service.agents.mcp_config import McpConfig, load_mcp_config, resolve_mcp_path
+from shared_ollama.service.agents.mcp_tools import McpTools
+from shared_ollama.service.agents.metrics import AgentMetrics
+from shared_ollama.service.agents.store import AgentStore
+from shared_ollama.service.agents.toolbox import ToolBox
+from shared_ollama.service.agents.tools.builtin import BuiltinTools
 from shared_ollama.service.cache.caching import Caching, engine_embedder
 from shared_ollama.service.cache.response import CacheConfig, ResponseCache, make_store
 from shared_ollama.service.gateway import Gateway
@@ -47,6 +56,43 @@ class Services:
     telemetry: Telemetry
     tenant_store: TenantStore
     responses: ResponseStore
+    agents: Agents
+
+
+async def _agents(
+    settings: Settings, gateway: Gateway, tenants: Tenants, telemetry: Telemetry, stack: AsyncExitStack
+) -> Agents:
+    """The agents: their store (``<data_dir>/agents.sqlite3``) and documents (``agents_vectors.sqlite3``), the
+    built-in tools and the MCP
+    servers (started in the background: a server that cannot start is shown down, never blocks start-up)."""
+    store = AgentStore(settings.data_dir / "agents.sqlite3", retention_days=settings.analytics_retention_days)
+    stack.push_async_callback(store.close)
+    await store.start()
+    documents = Documents(settings.data_dir / "agents_vectors.sqlite3")  # its own file: another SQLite library
+    stack.push_async_callback(documents.close)
+    await documents.start()
+    path = resolve_mcp_path(settings.mcp_config, Path.cwd())
+    config = load_mcp_config(path) if path is not None else McpConfig()
+
+    def is_admin(tenant: str) -> bool:
+        """As everywhere: with auth off every tenant is an admin."""
+        return not tenants.auth_enabled or (tenant in tenants.names() and tenants.get(tenant).is_admin)
+
+    mcp = McpTools(
+        config,
+        is_admin=is_admin,
+        default_timeout=settings.agent_tool_timeout_seconds,
+        log_dir=settings.data_dir / "logs",
+    )
+    stack.push_async_callback(mcp.close)
+    await mcp.start()
+    toolbox = ToolBox(
+        [BuiltinTools.from_settings(settings), mcp],
+        timeout=settings.agent_tool_timeout_seconds,
+        max_chars=settings.agent_tool_result_max_chars,
+    )
+    metrics = AgentMetrics(telemetry.metrics, max_tenants=settings.metrics_max_tenants)
+    return Agents(gateway, store, documents, toolbox, metrics, mcp_status=mcp.status)
 
 
 def _counter(settings: Settings) -> InflightCounter:
@@ -184,4 +230,5 @@ async def build(settings: Settings, tenants: Tenants, stack: AsyncExitStack) -> 
     if settings.preload_models and selection is not None:
         warm_up = asyncio.create_task(preload(models, selection), name="preload")
         stack.push_async_callback(_cancel, warm_up)
-    return Services(gateway, telemetry, tenant_store=tenant_store, responses=responses)
+    agents = await _agents(settings, gateway, tenants, telemetry, stack)
+    return Services(gateway, telemetry, tenant_store=tenant_store, responses=responses, agents=agents)

@@ -200,6 +200,28 @@ class Settings(BaseSettings):
     cache_embedding_model: str = "all-minilm"
     """The embedding model of the semantic cache."""
 
+    # --- agents (service/agents)
+    agent_run_timeout_seconds: float = Field(default=300.0, gt=0)
+    """An agent run's whole deadline (every step and tool call); past it the run stops with ``deadline``."""
+    agent_max_steps_limit: int = Field(default=32, ge=1)
+    """The largest ``max_steps`` an agent or a run may ask for."""
+    agent_tool_timeout_seconds: float = Field(default=30.0, gt=0)
+    """Seconds one tool call may take; later it becomes a tool error the model sees."""
+    agent_tool_result_max_chars: int = Field(default=4000, ge=100)
+    """A tool's result is cut to this many characters before it goes back to the model."""
+    agent_http_allow_hosts: str = ""
+    """The ``http_get`` tool's allowed hosts (``host``, ``host:port``, ``*.domain[:port]``, comma-separated); empty:
+    the tool is off. Private, loopback and link-local addresses are refused unless their host is listed by name
+    (not only through ``*.domain``)."""
+    agent_http_max_bytes: int = Field(default=1_000_000, ge=1)
+    """Largest body ``http_get`` reads (a longer one is cut and says so)."""
+    agent_http_timeout_seconds: float = Field(default=10.0, gt=0)
+    """Seconds one ``http_get`` call may take in all (every redirect and the body)."""
+    mcp_config: Path | None = None
+    """MCP servers whose tools agents may use (YAML); default ``config/mcp.yaml`` when it exists."""
+    agent_embedding_model: str | None = None
+    """The embedding model of agents' documents (``search_documents``); default ``default_embedding_model``."""
+
     # --- metrics: bounded label sets
     metrics_max_tenants: int = Field(default=100, ge=1)
     """Tenants with labels of their own in the metrics and the per-tenant counters (configured tenants always

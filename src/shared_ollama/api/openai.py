@@ -16,6 +16,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from shared_ollama.api.agents_openai import agent_chat_completion, is_agent
 from shared_ollama.api.deps import context_of, gateway_of, name_user
 from shared_ollama.api.http import json_response, parse, sse_response, start_stream
 from shared_ollama.api.model_common import listed_models
@@ -41,7 +42,10 @@ async def chat_completions(request: Request) -> Response:
 async def run_chat_completion(
     request: Request, req: ChatCompletionRequest, compression: Compression | None = None
 ) -> Response:
-    """One chat completion through the pipeline (``compression``: the request's own image settings)."""
+    """One chat completion through the pipeline (``compression``: the request's own image settings); a model
+    named ``agent:<name>`` runs that agent (``agents_openai.py``)."""
+    if is_agent(req.model):
+        return await agent_chat_completion(request, req)
     gateway = gateway_of(request)
     ctx = context_of(request)
     name_user(ctx, req.user or req.safety_identifier, "user" if req.user else "safety_identifier")

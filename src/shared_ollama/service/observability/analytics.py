@@ -1,8 +1,8 @@
 """Persistent request analytics: finished requests in SQLite, written off the request path in batches.
 
 ``add()`` only appends to an in-memory queue; a background task writes the queue in one transaction every
-``flush_interval`` seconds (sooner once ``batch_size`` records wait). Every sqlite call runs in one dedicated
-thread, which also owns the connection. Queries aggregate in SQL (``GROUP BY``).
+``flush_interval`` seconds (sooner once ``batch_size`` records wait). Every sqlite call runs in the store's
+``SqliteWorker`` thread, which also owns the connection. Queries aggregate in SQL (``GROUP BY``).
 """
 
 from __future__ import annotations
@@ -14,20 +14,17 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any
 
 from shared_ollama.errors import InvalidRequest
 from shared_ollama.service.observability.records import RequestRecord
-from shared_ollama.service.observability.sqlite_db import open_database
+from shared_ollama.service.observability.sqlite_worker import SqliteWorker, rows_as_dicts
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 RETENTION_EVERY = 3600.0
 """Seconds between retention passes of the background writer."""
@@ -161,26 +158,21 @@ class AnalyticsStore:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._executor: ThreadPoolExecutor | None = None
+        self._worker = SqliteWorker(self.path, _SCHEMA, wal=True, migrate=_add_new_columns, name="analytics store")
         self._task: asyncio.Task[None] | None = None
-        self._conn: sqlite3.Connection | None = None
-        """Created, used and closed only in the writer thread."""
 
     # --- lifecycle
 
     async def start(self) -> None:
         """Open the database, apply retention once and start the background writer."""
-        if self._executor is not None or self._closed:
+        if self._worker.running or self._closed:
             raise RuntimeError("analytics store already started or closed")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analytics-sqlite")
+        await self._worker.start()
         try:
-            await self._call(self._open)
-            await self._call(self._purge, time.time())
+            await self._worker.run(partial(self._purge, now=time.time()))
         except BaseException:
             with contextlib.suppress(Exception):
-                await self._call(self._close_conn)
-            self._executor.shutdown(wait=False)
-            self._executor = None
+                await self._worker.close()
             raise
         self._task = asyncio.create_task(self._writer(), name="analytics-writer")
 
@@ -194,7 +186,7 @@ class AnalyticsStore:
             self._wake.set()
             await self._task
             self._task = None
-        if self._executor is None:
+        if not self._worker.running:
             return
         try:
             await self.flush()
@@ -202,9 +194,7 @@ class AnalyticsStore:
             log.error("analytics: %d records could not be written before close", len(self._pending))
         finally:
             with contextlib.suppress(Exception):
-                await self._call(self._close_conn)
-            self._executor.shutdown(wait=False)
-            self._executor = None
+                await self._worker.close()
 
     # --- recording
 
@@ -227,10 +217,10 @@ class AnalyticsStore:
         """Write every record pending now, in one transaction. Raises if the database write fails (the
         records are then queued again)."""
         async with self._lock:
-            if not self._pending or self._executor is None:
+            if not self._pending or not self._worker.running:
                 return
             batch, self._pending = self._pending, deque()
-            future = asyncio.get_running_loop().run_in_executor(self._executor, self._write, batch)
+            future = asyncio.ensure_future(self._worker.run(partial(self._write, batch=batch)))
             future.add_done_callback(partial(self._written_cb, batch))
             # Shielded: a cancelled caller must not lose the batch; the writer thread finishes it regardless.
             await asyncio.shield(future)
@@ -262,7 +252,7 @@ class AnalyticsStore:
                 failed = False
                 if time.monotonic() - last_retention >= RETENTION_EVERY:
                     last_retention = time.monotonic()
-                    await self._call(self._purge, time.time())
+                    await self._worker.run(partial(self._purge, now=time.time()))
             except Exception:
                 failed = True  # already logged by _written_cb / _purge
 
@@ -281,7 +271,9 @@ class AnalyticsStore:
         until = time.time() if now is None else float(now)
         since = until - WINDOWS[window]
         await self.flush()
-        totals, groups = await self._call(self._aggregate, since, until, tenant, group_by)
+        totals, groups = await self._worker.run(
+            partial(self._aggregate, since=since, until=until, tenant=tenant, group_by=group_by)
+        )
         return {
             "window": window,
             "since": since,
@@ -297,7 +289,7 @@ class AnalyticsStore:
         if not 1 <= limit <= 1000:
             raise InvalidRequest(f"limit must be between 1 and 1000 (got {limit})", param="limit")
         await self.flush()
-        return await self._call(self._errors, limit, tenant)
+        return await self._worker.run(partial(self._errors, limit=limit, tenant=tenant))
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -309,25 +301,7 @@ class AnalyticsStore:
 
     # --- the writer thread (everything below runs there, never on the event loop)
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
-            raise RuntimeError("analytics store is not started")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("analytics database is not open")
-        return self._conn
-
-    def _open(self) -> None:
-        self._conn = open_database(self.path, _SCHEMA, wal=True, migrate=_add_new_columns)
-
-    def _close_conn(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            conn.close()
-
-    def _write(self, batch: deque[RequestRecord]) -> tuple[int, int]:
+    def _write(self, conn: sqlite3.Connection, *, batch: deque[RequestRecord]) -> tuple[int, int]:
         """Insert ``batch`` in one transaction; returns (rows written, records skipped as malformed)."""
         rows: list[tuple[Any, ...]] = []
         bad = 0
@@ -340,7 +314,6 @@ class AnalyticsStore:
             log.warning("analytics: skipped %d malformed records", bad)
         if not rows:
             return 0, bad
-        conn = self._db()
         conn.execute("BEGIN")
         try:
             conn.executemany(_INSERT, rows)
@@ -351,9 +324,9 @@ class AnalyticsStore:
             raise
         return len(rows), bad
 
-    def _purge(self, now: float) -> int:
+    def _purge(self, conn: sqlite3.Connection, *, now: float) -> int:
         try:
-            deleted = self._db().execute("DELETE FROM requests WHERE ts < ?", (now - self.retention_days * 86400,))
+            deleted = conn.execute("DELETE FROM requests WHERE ts < ?", (now - self.retention_days * 86400,))
         except sqlite3.Error:
             log.warning("analytics: retention pass failed", exc_info=True)
             raise
@@ -362,9 +335,8 @@ class AnalyticsStore:
         return deleted.rowcount
 
     def _aggregate(
-        self, since: float, until: float, tenant: str | None, group_by: str | None
+        self, conn: sqlite3.Connection, *, since: float, until: float, tenant: str | None, group_by: str | None
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        conn = self._db()
         where = "ts >= ? AND ts <= ?"
         params: tuple[Any, ...] = (since, until)
         if tenant is not None:
@@ -380,13 +352,12 @@ class AnalyticsStore:
                 groups.append({"key": _iso(key) if timed else key, **_aggregates(tuple(values))})
         return totals, groups
 
-    def _errors(self, limit: int, tenant: str | None) -> list[dict[str, Any]]:
+    def _errors(self, conn: sqlite3.Connection, *, limit: int, tenant: str | None) -> list[dict[str, Any]]:
         where = _FAILED_SQL + (" AND tenant = ?" if tenant is not None else "")
         params: tuple[Any, ...] = ((tenant,) if tenant is not None else ()) + (limit,)
-        cursor = self._db().execute(
+        cursor = conn.execute(
             "SELECT ts, request_id, tenant, route, model, status, code FROM requests "
             f"WHERE {where} ORDER BY ts DESC, rowid DESC LIMIT ?",
             params,
         )
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor]
+        return rows_as_dicts(cursor)

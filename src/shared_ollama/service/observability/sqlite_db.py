@@ -18,12 +18,15 @@ def open_database(
     *,
     wal: bool = False,
     migrate: Callable[[sqlite3.Connection], None] | None = None,
+    driver: Callable[..., sqlite3.Connection] | None = None,
 ) -> sqlite3.Connection:
     """A connection to ``path`` with ``schema`` (``CREATE ... IF NOT EXISTS`` statements) applied, then ``migrate``
     (changes a database of an older version needs). ``wal``: write-ahead logging with normal sync, for a file
-    written often by one writer while others read."""
+    written often by one writer while others read. ``driver``: another DB-API ``connect`` than the standard
+    library's (``pysqlite3``'s, which can load extensions)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT)
+    connect = sqlite3.connect if driver is None else driver
+    conn = connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT)
     try:
         if wal:
             conn.execute("PRAGMA journal_mode=WAL")

@@ -1,0 +1,1 @@
+"""Agents: named, tool-using assistants whose every model call goes through the gateway's pipeline."""
