@@ -7,16 +7,19 @@ UV_VERSION="0.9.9"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
 # pip_install ARGS...: install into .venv with uv (pinned; fetches in parallel, ten times faster than pip on a
-# fresh machine), falling back to pip when uv cannot be had or fails. The arguments are pip's.
+# fresh machine), falling back to pip when uv cannot be had or fails. The arguments are pip's. Quiet, except on
+# a terminal, where uv (or pip) shows its progress.
 pip_install() {
+  local quiet=--quiet
+  [ -t 2 ] && quiet=""
   if [ ! -x "$VENV/bin/uv" ]; then
     "$VENV/bin/python" -m pip install --quiet "uv==$UV_VERSION" >/dev/null 2>&1 || true
   fi
-  if [ -x "$VENV/bin/uv" ] && "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" "$@"; then
+  if [ -x "$VENV/bin/uv" ] && "$VENV/bin/uv" pip install ${quiet:+"$quiet"} --python "$VENV/bin/python" "$@"; then
     return 0
   fi
   log "uv could not install ($*); installing with pip"
-  "$VENV/bin/python" -m pip install --quiet "$@"
+  "$VENV/bin/python" -m pip install ${quiet:+"$quiet"} "$@"
 }
 
 log() { printf '[shared-ollama] %s\n' "$*" >&2; }
@@ -42,13 +45,16 @@ ensure_venv() {
     log "creating $VENV"
     "$(find_python)" -m venv "$VENV"
   fi
-  stamp="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)-$extra"
+  stamp="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" "$ROOT"/clients/python/pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)-$extra"
   if [ -f "$VENV/.installed" ] && grep -qx -- "$stamp" "$VENV/.installed"; then
     return 0
   fi
   log "installing the service ($spec) with pinned versions"
   "$VENV/bin/python" -m pip install --quiet --upgrade "pip==25.3"
   pip_install -c "$ROOT/constraints.txt" -e "$ROOT/$spec"
+  if [ "$extra" = "dev" ] && [ -f "$ROOT/clients/python/pyproject.toml" ]; then
+    pip_install -c "$ROOT/constraints.txt" -e "$ROOT/clients/python"  # the Python client, tested with the service
+  fi
   echo "$stamp" >>"$VENV/.installed"
 }
 
@@ -108,4 +114,44 @@ ensure_chromium() {
     log "could not install chromium (apt-get install chromium failed): the status page test will be skipped"
   fi
   return 0
+}
+
+# apt_install PACKAGE COMMAND WHAT: install a Debian package when COMMAND is missing (root or passwordless sudo);
+# when it cannot be, say so and go on (the tests that need it skip with the reason, except in CI where they fail).
+apt_install() {
+  local package="$1" command="$2" what="$3" sudo=""
+  command -v "$command" >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo="sudo -n"
+    else
+      log "$command is not installed and cannot be (not root, no sudo): $what"
+      return 0
+    fi
+  fi
+  log "installing $package (Debian package)"
+  if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null 2>&1; then
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null 2>&1 || true
+  fi
+  command -v "$command" >/dev/null 2>&1 || log "could not install $package: $what"
+  return 0
+}
+
+# ensure_example_toolchains: Node.js with the TypeScript examples' npm packages (from their lock file), and Go,
+# so the test suite runs every example in examples/.
+ensure_example_toolchains() {
+  apt_install nodejs node "the TypeScript examples will be skipped"
+  apt_install npm npm "the TypeScript examples will be skipped"
+  apt_install golang-go go "the Go example will be skipped"
+  local ts="$ROOT/examples/typescript"
+  if [ -f "$ts/package-lock.json" ] && command -v npm >/dev/null 2>&1; then
+    local stamp
+    stamp="$(sha256sum "$ts/package-lock.json" | cut -c1-16)"
+    if [ ! -f "$ts/node_modules/.installed" ] || ! grep -qx -- "$stamp" "$ts/node_modules/.installed"; then
+      log "installing the TypeScript examples' packages (npm ci)"
+      (cd "$ts" && npm ci --silent --no-audit --no-fund >/dev/null)
+      echo "$stamp" >"$ts/node_modules/.installed"
+    fi
+  fi
 }

@@ -56,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.tenant_store = services.tenant_store
             app.state.responses = services.responses
             app.state.agents = services.agents
+            app.state.poml = services.poml
             app.state.started_at = time.time()
             # Everything built so far lives as long as the process: keep the cyclic collector from re-scanning
             # it on every collection (a full pass over it costs milliseconds on the request path).

@@ -1,16 +1,25 @@
-"""The ``shared-ollama`` command: serve, engine, models, tenants, config show."""
+"""The ``shared-ollama`` command: serve, engine, chat, health, models, modelfile, tune, tenants, config show.
+
+Commands that talk to a running service accept ``--url``, ``--api-key`` and ``--timeout`` before or after any
+subcommand; without ``--url`` they find the service the way it was configured (``cli_http.service_url``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import gc
 import json
+import os
 import socket
 import sys
 from collections.abc import Sequence
 
+from shared_ollama.cli_chat import add_chat_command
+from shared_ollama.cli_health import add_health_command
+from shared_ollama.cli_http import API_KEY_ENV, add_connection, service_from
 from shared_ollama.cli_models import add_service_commands
 from shared_ollama.cli_tenants import add_tenant_commands
+from shared_ollama.cli_tune import add_tune_commands
 from shared_ollama.settings import Settings
 
 
@@ -65,7 +74,6 @@ def _cmd_engine(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     from shared_ollama.engine.defaults import DEFAULTS, install_defaults
-    from shared_ollama.engine.store import ModelStore
 
     if args.models_cmd == "prune":
         from shared_ollama.cli_models import run_prune
@@ -74,7 +82,7 @@ def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     if args.models_cmd not in ("prepare", "list"):
         from shared_ollama.cli_models import run_models
 
-        return run_models(args)
+        return run_models(args, service_from(args, settings, os.environ, key_env=API_KEY_ENV, timeout=600.0))
     if args.models_cmd == "prepare":
         from tqdm import tqdm
 
@@ -83,11 +91,11 @@ def _cmd_models(settings: Settings, args: argparse.Namespace) -> int:
                 bar.set_postfix_str(model.name)
                 install_defaults(settings, only=[model.name])
         for model in DEFAULTS:
-            print(f"ready: {model.name}")
+            print(f"in the store: {model.name}")
         return 0
-    store = ModelStore(settings.store_dir)
-    for entry in store.list():
-        print(f"{entry.name}\t{entry.size}\t{entry.digest[:12]}")
+    from shared_ollama.cli_models import store_table
+
+    sys.stdout.write(store_table(settings.store_dir))
     return 0
 
 
@@ -98,6 +106,7 @@ def _cmd_config(settings: Settings, args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shared-ollama", description="Shared Ollama Service")
+    add_connection(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway (and the engine it manages)")
@@ -110,14 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--port", type=int)
     engine.set_defaults(func=_cmd_engine)
 
-    models = sub.add_parser("models", help="the embedded engine's model store")
+    add_chat_command(sub)
+    add_health_command(sub)
+
+    models = sub.add_parser("models", help="models: through the running service, or the local store")
+    add_connection(models)
     models_sub = models.add_subparsers(dest="models_cmd", required=True)
     models_sub.add_parser("prepare", help="install the offline default models into the store")
     models_sub.add_parser("list", help="list the embedded engine's store (no service needed)")
-    models.add_argument("--url", default="http://127.0.0.1:8000", help="the running service (for the other commands)")
-    add_service_commands(models_sub, sub)
+    add_service_commands(models_sub)
     models.set_defaults(func=_cmd_models)
 
+    add_tune_commands(sub)
     add_tenant_commands(sub)
 
     config = sub.add_parser("config", help="configuration")

@@ -9,20 +9,18 @@ each file is hashed (a bar), looked up (``HEAD /api/blobs/<digest>``) and, when 
 from __future__ import annotations
 
 import hashlib
-import os
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
+from shared_ollama.cli_http import Service, ServiceError
 from shared_ollama.protocol.modelfile import is_file_reference
 
 CHUNK = 1 << 20
 
 
-class UploadError(Exception):
-    pass
+class UploadError(ServiceError):
+    """A file that cannot be uploaded (missing, or refused by the service)."""
 
 
 def file_references(text: str, base: Path) -> tuple[str, list[Path]]:
@@ -43,11 +41,6 @@ def file_references(text: str, base: Path) -> tuple[str, list[Path]]:
     return "\n".join(lines) + "\n", files
 
 
-def _headers(extra: dict[str, str]) -> dict[str, str]:
-    key = os.environ.get("SHARED_OLLAMA_API_KEY")
-    return {**extra, **({"Authorization": f"Bearer {key}"} if key else {})}
-
-
 def _digest(path: Path, out: TextIO) -> str:
     from tqdm import tqdm
 
@@ -62,20 +55,17 @@ def _digest(path: Path, out: TextIO) -> str:
     return "sha256:" + sha.hexdigest()
 
 
-def _exists(url: str, digest: str) -> bool:
-    req = urllib.request.Request(f"{url.rstrip('/')}/api/blobs/{digest}", method="HEAD", headers=_headers({}))
+def _exists(service: Service, digest: str) -> bool:
     try:
-        with urllib.request.urlopen(req, timeout=60):
+        with service.open("HEAD", f"/api/blobs/{digest}"):
             return True
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
+    except ServiceError as exc:
+        if exc.status == 404:
             return False
-        raise UploadError(f"{exc.code} looking up the blob of {digest}") from None
-    except urllib.error.URLError as exc:
-        raise UploadError(f"cannot reach the service at {url}: {exc.reason}") from None
+        raise UploadError(str(exc)) from None
 
 
-def _send(url: str, path: Path, digest: str, out: TextIO) -> None:
+def _send(service: Service, path: Path, digest: str, out: TextIO) -> None:
     from tqdm import tqdm
 
     size = path.stat().st_size
@@ -87,27 +77,24 @@ def _send(url: str, path: Path, digest: str, out: TextIO) -> None:
                 bar.update(len(chunk))
                 yield chunk
 
-    headers = _headers({"Content-Type": "application/octet-stream", "Content-Length": str(size)})
-    req = urllib.request.Request(f"{url.rstrip('/')}/api/blobs/{digest}", data=body(), method="POST", headers=headers)
+    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
     try:
-        with urllib.request.urlopen(req, timeout=600):
+        with service.open("POST", f"/api/blobs/{digest}", data=body(), headers=headers):
             pass
-    except urllib.error.HTTPError as exc:
-        raise UploadError(f"{exc.code} uploading {path.name}: {exc.read()[:300]!r}") from None
-    except urllib.error.URLError as exc:
-        raise UploadError(f"cannot reach the service at {url}: {exc.reason}") from None
+    except ServiceError as exc:
+        raise UploadError(f"uploading {path.name}: {exc}") from None
     finally:
         bar.close()
 
 
-def upload_files(url: str, files: list[Path], out: TextIO) -> list[str]:
+def upload_files(service: Service, files: list[Path], out: TextIO) -> list[str]:
     """Each file as a blob on the service's engine (uploaded only when missing); their digests."""
     digests = []
     for path in files:
         if not path.is_file():
             raise UploadError(f"{path} is not a file")
         digest = _digest(path, out)
-        if not _exists(url, digest):
-            _send(url, path, digest, out)
+        if not _exists(service, digest):
+            _send(service, path, digest, out)
         digests.append(digest)
     return digests

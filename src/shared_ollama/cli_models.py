@@ -1,61 +1,27 @@
-"""``shared-ollama models ...`` and ``shared-ollama modelfile new``: model management through a running service.
+"""``shared-ollama models ...``: model management through a running service, and the local store's listing.
 
-Talks to the service's API (``--url``, default ``http://127.0.0.1:8000``; ``SHARED_OLLAMA_API_KEY`` is sent
-as a bearer key), so it works the same whether the engine is Ollama or the embedded one.
+Talks to the service's API (found as ``cli_http`` says; ``SHARED_OLLAMA_API_KEY`` or ``--api-key`` is sent as a
+bearer key), so it works the same whether the engine is Ollama or the embedded one. ``ls`` and ``ps`` print
+tables (``--json``: the service's answer as is); long steps show progress on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import urllib.error
-import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import quote
 
-from shared_ollama.cli_files import UploadError, file_references, upload_files
-from shared_ollama.protocol.modelfile import render_modelfile
+from shared_ollama.cli_files import file_references, upload_files
+from shared_ollama.cli_http import Service, ServiceError, add_connection
+from shared_ollama.cli_render import loaded_table, models_table, while_waiting
 
 JsonDict = dict[str, Any]
-
-
-class ServiceError(Exception):
-    pass
-
-
-def _request(url: str, method: str, path: str, body: JsonDict | None = None, timeout: float = 600) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"}
-    key = os.environ.get("SHARED_OLLAMA_API_KEY")
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method, headers=headers)
-    try:
-        return urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read()).get("error", exc.reason)
-        except ValueError:
-            detail = exc.reason
-        raise ServiceError(f"{exc.code}: {detail}") from None
-    except urllib.error.URLError as exc:
-        raise ServiceError(f"cannot reach the service at {url}: {exc.reason}") from None
-
-
-def _json(url: str, method: str, path: str, body: JsonDict | None = None) -> JsonDict:
-    with _request(url, method, path, body) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else {}
-
-
-def _lines(url: str, path: str, body: JsonDict) -> Iterator[JsonDict]:
-    with _request(url, "POST", path, body) as resp:
-        for line in resp:
-            if line.strip():
-                yield json.loads(line)
+__all__ = ["ServiceError", "add_service_commands", "create_model", "run_models", "run_prune", "show_pull"]
 
 
 def show_pull(lines: Iterable[JsonDict], out: TextIO) -> None:
@@ -84,40 +50,65 @@ def show_pull(lines: Iterable[JsonDict], out: TextIO) -> None:
             bar.close()
 
 
-def run_models(args: argparse.Namespace) -> int:
-    url = args.url
+def create_model(service: Service, name: str, modelfile: str, base: Path, err: TextIO) -> JsonDict:
+    """Create ``name`` from Modelfile text through the service: the files it names (relative to ``base``) are
+    uploaded first (a bar each), then the create runs with a progress line."""
+    text, files = file_references(modelfile, base)
+    upload_files(service, files, err)
+    body = {"name": name, "modelfile": text}
+    return while_waiting(f"creating {name}", lambda: service.json("POST", "/api/v1/models/create", body), err)
+
+
+def _name(name: str) -> str:
+    return quote(name, safe=":/")
+
+
+def run_models(args: argparse.Namespace, service: Service, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """``models ls|ps|show|create|cp|rm|pull|load|unload``: 0, or 1 with the service's refusal on ``err``."""
+    out, err = out or sys.stdout, err or sys.stderr
     cmd = args.models_cmd
     try:
-        if cmd == "ls":
-            for model in _json(url, "GET", "/api/v1/models").get("models", []):
-                print(f"{model.get('name')}\t{model.get('size', '')}\t{str(model.get('digest', ''))[:12]}")
-        elif cmd == "ps":
-            for model in _json(url, "GET", "/api/v1/models/ps").get("models", []):
-                print(f"{model.get('name')}\t{model.get('size', '')}\tuntil {model.get('expires_at', '')}")
+        if cmd in ("ls", "ps"):
+            listing = service.json("GET", "/api/v1/models" if cmd == "ls" else "/api/v1/models/ps")
+            if args.json:
+                out.write(json.dumps(listing, indent=2) + "\n")
+            else:
+                render = models_table if cmd == "ls" else loaded_table
+                out.write(render(listing.get("models") or [], datetime.now(UTC)))
         elif cmd == "show":
-            print(json.dumps(_json(url, "GET", f"/api/v1/models/{args.name}/show"), indent=2))
+            out.write(json.dumps(service.json("GET", f"/api/v1/models/{_name(args.name)}/show"), indent=2) + "\n")
         elif cmd == "create":
             modelfile = Path(args.file)
-            text, files = file_references(modelfile.read_text(encoding="utf-8"), modelfile.parent)
-            upload_files(url, files, sys.stderr)  # a bar per file; the create then finds the blobs in place
-            _json(url, "POST", "/api/v1/models/create", {"name": args.name, "modelfile": text})
-            print(f"created {args.name}")
+            create_model(service, args.name, modelfile.read_text(encoding="utf-8"), modelfile.parent, err)
+            out.write(f"created {args.name}\n")
         elif cmd == "cp":
-            _json(url, "POST", f"/api/v1/models/{args.source}/copy", {"destination": args.destination})
-            print(f"copied {args.source} -> {args.destination}")
+            service.json("POST", f"/api/v1/models/{_name(args.source)}/copy", {"destination": args.destination})
+            out.write(f"copied {args.source} -> {args.destination}\n")
         elif cmd == "rm":
-            _json(url, "DELETE", f"/api/v1/models/{args.name}")
-            print(f"deleted {args.name}")
+            service.json("DELETE", f"/api/v1/models/{_name(args.name)}")
+            out.write(f"deleted {args.name}\n")
         elif cmd in ("load", "unload"):
-            _json(url, "POST", f"/api/v1/models/{args.name}/{cmd}")
-            print(f"{cmd}ed {args.name}")
+            path = f"/api/v1/models/{_name(args.name)}/{cmd}"
+            while_waiting(f"{cmd}ing {args.name}", lambda: service.json("POST", path), err)
+            out.write(f"{cmd}ed {args.name}\n")
         elif cmd == "pull":
-            show_pull(_lines(url, "/api/v1/models/pull", {"name": args.name}), sys.stderr)
-            print(f"pulled {args.name}")
-    except (ServiceError, UploadError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+            show_pull(service.lines("/api/v1/models/pull", {"name": args.name}), err)
+            out.write(f"pulled {args.name}\n")
+    except (ServiceError, OSError) as exc:
+        err.write(f"error: {exc}\n")
         return 1
     return 0
+
+
+def store_table(store_dir: Path) -> str:
+    """``models list``: the embedded engine's store (no service needed) as a table."""
+    from shared_ollama.engine.store import ModelStore
+
+    entries = [
+        {"name": e.name, "digest": e.digest, "size": e.size, "modified_at": e.modified_at}
+        for e in ModelStore(store_dir).list()
+    ]
+    return models_table(entries, datetime.now(UTC))
 
 
 def run_prune(store_dir: Path, dry_run: bool) -> int:
@@ -142,28 +133,11 @@ def run_prune(store_dir: Path, dry_run: bool) -> int:
     return 0
 
 
-def run_modelfile_new(args: argparse.Namespace) -> int:
-    parameters: dict[str, str] = {}
-    for item in args.param or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            print(f"error: --param takes name=value, got {item!r}", file=sys.stderr)
-            return 2
-        parameters[key.strip()] = value.strip()
-    text = render_modelfile(args.from_, system=args.system, parameters=parameters or None)
-    if args.output and args.output != "-":
-        Path(args.output).write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-def add_service_commands(models_sub: Any, sub: Any) -> None:
-    """Add ``models ls|ps|show|create|cp|rm|pull|load|unload`` and ``modelfile new`` to the CLI."""
+def add_service_commands(models_sub: Any) -> None:
+    """Add ``models ls|ps|show|create|cp|rm|pull|load|unload`` (through the service) and ``prune`` (local)."""
     for name, help_text, params in (
-        ("ls", "models the engine has", ()),
-        ("ps", "models loaded now", ()),
+        ("ls", "models the engine has (a table; --json for scripts)", ()),
+        ("ps", "models loaded now (a table; --json for scripts)", ()),
         ("show", "one model's details", ("name",)),
         ("rm", "delete a model", ("name",)),
         ("pull", "pull a model (progress bar)", ("name",)),
@@ -172,18 +146,14 @@ def add_service_commands(models_sub: Any, sub: Any) -> None:
         ("cp", "copy a model", ("source", "destination")),
     ):
         cmd = models_sub.add_parser(name, help=help_text)
+        add_connection(cmd)
         for param in params:
             cmd.add_argument(param)
+        if name in ("ls", "ps"):
+            cmd.add_argument("--json", action="store_true", help="the service's answer as JSON")
     prune = models_sub.add_parser("prune", help="remove blobs no model uses from the local store (no service needed)")
     prune.add_argument("--dry-run", action="store_true", help="only list them")
     create = models_sub.add_parser("create", help="create a model from a Modelfile")
+    add_connection(create)
     create.add_argument("name")
     create.add_argument("-f", "--file", default="Modelfile")
-    modelfile = sub.add_parser("modelfile", help="Modelfile helpers")
-    modelfile_sub = modelfile.add_subparsers(dest="modelfile_cmd", required=True)
-    new = modelfile_sub.add_parser("new", help="write a Modelfile")
-    new.add_argument("--from", dest="from_", required=True, help="the base model")
-    new.add_argument("--system", help="the system prompt")
-    new.add_argument("--param", action="append", help="a parameter, name=value (repeatable)")
-    new.add_argument("-o", "--output", help="file to write (default: stdout)")
-    modelfile.set_defaults(func=lambda settings, args: run_modelfile_new(args))

@@ -44,6 +44,7 @@ from shared_ollama.service.observability.analytics import AnalyticsStore
 from shared_ollama.service.observability.audit import AuditLog
 from shared_ollama.service.observability.labels import RecordLabels
 from shared_ollama.service.observability.telemetry import Telemetry
+from shared_ollama.service.poml.renderer import PomlRenderer
 from shared_ollama.service.quotas.buckets import LocalBuckets
 from shared_ollama.service.quotas.quotas import Quotas
 from shared_ollama.service.responses.store import ResponseStore
@@ -57,6 +58,7 @@ class Services:
     tenant_store: TenantStore
     responses: ResponseStore
     agents: Agents
+    poml: PomlRenderer
 
 
 async def _agents(
@@ -231,4 +233,6 @@ async def build(settings: Settings, tenants: Tenants, stack: AsyncExitStack) -> 
         warm_up = asyncio.create_task(preload(models, selection), name="preload")
         stack.push_async_callback(_cancel, warm_up)
     agents = await _agents(settings, gateway, tenants, telemetry, stack)
-    return Services(gateway, telemetry, tenant_store=tenant_store, responses=responses, agents=agents)
+    poml = PomlRenderer(settings)
+    await poml.start()
+    return Services(gateway, telemetry, tenant_store=tenant_store, responses=responses, agents=agents, poml=poml)

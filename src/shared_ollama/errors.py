@@ -154,3 +154,15 @@ class InternalError(SharedOllamaError):
     code = "internal_error"
     status = 500
     openai_type = "server_error"
+
+
+def error_for_code(code: str, message: str) -> SharedOllamaError:
+    """The error of the class whose ``code`` this is (``InternalError`` when none is), e.g. to raise again an error
+    a stored or relayed result only names."""
+    pending: list[type[SharedOllamaError]] = [SharedOllamaError]
+    while pending:
+        cls = pending.pop()
+        if cls.code == code and cls is not SharedOllamaError:
+            return cls(message)
+        pending += cls.__subclasses__()
+    return InternalError(message)

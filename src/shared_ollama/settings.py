@@ -13,6 +13,7 @@ EngineMode = Literal["auto", "ollama", "embedded", "external"]
 
 
 def _default_data_dir() -> Path:
+    """``~/.shared-ollama``"""
     return Path.home() / ".shared-ollama"
 
 
@@ -23,8 +24,14 @@ class Settings(BaseSettings):
 
     # --- gateway HTTP server
     host: str = "127.0.0.1"
+    """Address the gateway binds; a non-loopback one with no keys configured logs a warning (auth is off)."""
     port: int = Field(default=8000, ge=0, le=65535)
+    """Port the gateway binds; ``serve`` binds it before the engine starts, so a port in use fails at once."""
+    url: str | None = None
+    """Where the ``shared-ollama`` CLI finds the running service (``--url`` overrides); unset: ``http://host:port``
+    from the two settings above (a wildcard host as loopback)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Level of the gateway's JSON logs (``debug`` also makes llama.cpp verbose in the embedded engine)."""
     log_prompts: bool = False
     """Log prompts (at debug level). Off by default: prompts are the tenants' data."""
     access_log: bool = True
@@ -42,19 +49,28 @@ class Settings(BaseSettings):
     audit_retention_days: float = Field(default=365.0, gt=0)
     """Audit log entries (admin actions, in the analytics store) older than this are deleted at start-up."""
     data_dir: Path = Field(default_factory=_default_data_dir)
+    """The service's state: model store, logs, analytics, stored responses, agents, tenants added live."""
 
     # --- engine selection and supervision
     engine: EngineMode = "auto"
+    """The engine: ``auto`` (a running Ollama at ``ollama_url``, else an ``ollama`` binary, else the embedded
+    engine), ``ollama`` (managed), ``embedded`` (managed, llama.cpp) or ``external`` (``ollama_url``, not managed)."""
     ollama_url: str = "http://127.0.0.1:11434"
     """Where a running Ollama is looked for (auto) or the engine to use (external)."""
     ollama_binary: str = "ollama"
+    """The executable a managed Ollama is started from (looked up on ``PATH``)."""
     engine_host: str = "127.0.0.1"
+    """Address a managed engine (embedded or Ollama) listens on."""
     engine_port: int = Field(default=0, ge=0, le=65535)
     """Port for a managed engine; 0 picks a free loopback port."""
     engine_start_timeout: float = Field(default=60.0, gt=0)
+    """Seconds a managed engine has to answer ``GET /api/version`` after it is started; later, it is stopped."""
     engine_restart_backoff: float = Field(default=0.5, gt=0)
+    """Seconds before restarting a managed engine that exited; doubled after each restart that fails."""
     engine_restart_backoff_max: float = Field(default=30.0, gt=0)
+    """Longest wait between restarts of a managed engine."""
     engine_stop_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a managed engine gets to exit after SIGTERM before SIGKILL (and the embedded engine to unload)."""
     engine_health_interval: float = Field(default=2.0, gt=0)
     """Seconds between health probes (``GET /api/version``) of the engine, managed or external."""
     engine_probe_timeout: float = Field(default=2.0, gt=0)
@@ -65,15 +81,21 @@ class Settings(BaseSettings):
 
     # --- engine client
     engine_connect_timeout: float = Field(default=5.0, gt=0)
+    """Seconds the gateway has to open a connection to the engine."""
     engine_request_timeout: float = Field(default=300.0, gt=0)
+    """Seconds the engine may stay silent on a call (between two reads) before the gateway gives the call up."""
     engine_max_connections: int = Field(default=256, ge=1)
+    """Connections the gateway's pool holds open to the engine at most."""
 
     # --- embedded engine
     models_dir: Path | None = None
     """Model store of the embedded engine; default ``<data_dir>/models``."""
     engine_max_loaded_models: int = Field(default=3, ge=1)
+    """Models the embedded engine holds loaded at once; loading another unloads the least recently used idle one."""
     engine_num_parallel: int = Field(default=4, ge=1)
+    """Slots per model in the embedded engine: sequences llama.cpp decodes at once."""
     engine_num_ctx: int = Field(default=4096, ge=256)
+    """Context (tokens) per slot of a model the embedded engine loads, unless the model or the call sets ``num_ctx``."""
     engine_threads: int = Field(default=0, ge=0)
     """CPU threads per model; 0 splits the physical cores among the models loaded at once (engine/machine.py)."""
     engine_cache_ram_mib: int | None = Field(default=None, ge=-1)
@@ -86,6 +108,7 @@ class Settings(BaseSettings):
     engine_token: str | None = Field(default=None, repr=False)
     """Bearer token the embedded engine requires on every request; set by the gateway for the engine it starts."""
     engine_keep_alive: str = "5m"
+    """How long a model stays loaded after its last use when a request names no ``keep_alive``."""
 
     # --- pulling models into the embedded engine (docs/MODELS.md, "Getting models")
     registry_url: str = "https://registry.ollama.ai"
@@ -99,7 +122,9 @@ class Settings(BaseSettings):
 
     # --- models
     default_model: str = "smollm2:135m"
+    """Model of a service API request (``/api/v1/chat``, ``/generate``, ``/vlm`` ...) that names none."""
     default_embedding_model: str = "all-minilm"
+    """Model of an embeddings request that names none."""
     default_vision_model: str | None = None
     """Used by ``/api/v1/vlm`` when a request names no model (no offline default can see)."""
 
@@ -111,6 +136,7 @@ class Settings(BaseSettings):
     preload_models: bool = False
     """Load the active profile's ``preload`` models at start-up."""
     memory_check_interval: float = Field(default=60.0, gt=0)
+    """Seconds between the memory manager's checks (idle models, system memory)."""
     idle_unload_seconds: float = Field(default=300.0, gt=0)
     """Unload a model the gateway has not used for this long (per-model overrides in the models config)."""
     memory_high_percent: float = Field(default=85.0, gt=0, le=100)
@@ -138,19 +164,26 @@ class Settings(BaseSettings):
 
     # --- admission: caps, queue, deadlines, limits (per-tenant overrides in the tenants file)
     max_inflight_text: int = Field(default=6, ge=1)
+    """Text requests one tenant may have in flight (waiting or running); beyond, ``429 tenant_busy``."""
     max_inflight_vision: int = Field(default=3, ge=1)
+    """Vision requests one tenant may have in flight (waiting or running); beyond, ``429 tenant_busy``."""
     max_inflight_per_user: int = Field(default=0, ge=0)
     """In-flight requests per end user inside a tenant (``X-Shared-Ollama-User`` ...); 0: no per-user cap."""
     engine_slots: int = Field(default=0, ge=0)
     """Requests sent to the engine at once; 0 derives it from the engine's parallel slots."""
     max_queue: int = Field(default=128, ge=0)
+    """Requests waiting for an engine slot, every tenant together; beyond, ``503 queue_full``."""
     queue_timeout_text: float = Field(default=120.0, gt=0)
+    """Seconds a text request may take, waiting and running; past it, ``503 request_timeout``."""
     queue_timeout_vision: float = Field(default=150.0, gt=0)
+    """Seconds a vision request may take, waiting and running; past it, ``503 request_timeout``."""
     max_body_bytes: int = Field(default=1_572_864, ge=1024)
+    """Largest request body outside the vision endpoints; larger is ``413 request_too_large``."""
     max_vision_body_bytes: int = Field(default=25_165_824, ge=1024)
     """Body limit of the vision endpoints (``/api/v1/vlm``, ``/vlm/openai``, ``/batch/vlm``): camera photos
     are several MiB before the image pipeline shrinks them."""
     max_prompt_tokens: int = Field(default=4096, ge=1)
+    """Longest prompt in tokens (the model's tokenizer counts); longer is ``400 prompt_too_large``."""
     prompt_count_timeout: float = Field(default=2.0, gt=0)
     """Seconds the engine's tokenizer gets to count a long prompt before admission; past it, the estimate decides."""
     model_aging_seconds: float = Field(default=15.0, ge=0)
@@ -173,30 +206,43 @@ class Settings(BaseSettings):
     image_max_side: int = Field(default=1536, ge=64)
     """Images are downscaled so their longest side is at most this many pixels."""
     image_jpeg_quality: int = Field(default=85, ge=30, le=100)
+    """JPEG quality of re-encoded images."""
     image_max_pixels: int = Field(default=40_000_000, ge=1)
     """Images declaring more pixels are refused before decoding (decompression bombs)."""
     image_max_count: int = Field(default=8, ge=1)
     """Images per request."""
     image_workers: int = Field(default=2, ge=1)
+    """Threads that decode, shrink and re-encode images."""
     image_cache_entries: int = Field(default=64, ge=0)
+    """Processed images kept so a repeated image is not processed again; 0: none kept."""
     allow_remote_images: bool = False
     """Fetch http(s) image URLs (off: a gateway that fetches arbitrary URLs is an SSRF hole)."""
     remote_image_timeout: float = Field(default=10.0, gt=0)
+    """Seconds one remote image fetch may take (with ``allow_remote_images``)."""
 
     # --- batches
     batch_max_items: int = Field(default=100, ge=1)
+    """Requests one batch call (``/api/v1/batch/chat``, ``/batch/vlm``) may hold."""
     batch_concurrency: int = Field(default=4, ge=1)
+    """Items of one batch running at once (never more than the tenant's in-flight cap)."""
 
     # --- response cache
     cache_enabled: bool = True
+    """The response cache (docs/CACHE.md); off: every request goes to the engine."""
     cache_ttl_seconds: float = Field(default=3600.0, gt=0)
+    """How long a cached response is served."""
     cache_max_entries: int = Field(default=10_000, ge=1)
+    """Cached responses kept at most (the least recently used go first)."""
     cache_max_bytes: int = Field(default=256 * 2**20, ge=1024)
+    """Bytes of cached responses kept at most (the least recently used go first)."""
     cache_scope: Literal["tenant", "shared"] = "tenant"
     """``tenant``: a tenant's entries are invisible to the others; ``shared``: everyone shares answers."""
     cache_semantic_threshold: float = Field(default=0.95, gt=0, le=1)
+    """Cosine similarity a semantic match needs (semantic matching is opt-in per request)."""
     cache_semantic_max_messages: int = Field(default=8, ge=1)
+    """Conversations with more messages than this are not matched semantically."""
     cache_embed_timeout: float = Field(default=2.0, gt=0)
+    """Seconds the semantic cache's embedding call may take; past it, the request goes to the engine."""
     cache_embedding_model: str = "all-minilm"
     """The embedding model of the semantic cache."""
 
@@ -205,6 +251,8 @@ class Settings(BaseSettings):
     """An agent run's whole deadline (every step and tool call); past it the run stops with ``deadline``."""
     agent_max_steps_limit: int = Field(default=32, ge=1)
     """The largest ``max_steps`` an agent or a run may ask for."""
+    agent_session_max_messages: int = Field(default=40, ge=2)
+    """A session's run sees (and stores) at most this many of its latest messages, from a user turn on."""
     agent_tool_timeout_seconds: float = Field(default=30.0, gt=0)
     """Seconds one tool call may take; later it becomes a tool error the model sees."""
     agent_tool_result_max_chars: int = Field(default=4000, ge=100)
@@ -222,6 +270,18 @@ class Settings(BaseSettings):
     agent_embedding_model: str | None = None
     """The embedding model of agents' documents (``search_documents``); default ``default_embedding_model``."""
 
+    # --- POML templates on /api/v1/chat (service/poml)
+    poml_mode: Literal["isolated", "trusted", "off"] = "isolated"
+    """How ``poml`` templates (which run JavaScript) are rendered: ``isolated`` in a sandboxed Node.js process with
+    no network (Linux user namespaces; a host without them refuses templates), ``trusted`` sandboxed but with the
+    network (only when every tenant is trusted), ``off`` refused."""
+    poml_timeout_seconds: float = Field(default=15.0, gt=0)
+    """Seconds a template may take to render (a 400 names ``poml``), and may wait for a free renderer (a 503)."""
+    poml_max_template_bytes: int = Field(default=65536, ge=1)
+    """Largest ``poml`` template accepted (bytes of UTF-8)."""
+    poml_concurrency: int = Field(default=1, ge=1)
+    """Templates rendered at once; each is a Node.js process of about 1.5 s of CPU and 250 MB."""
+
     # --- metrics: bounded label sets
     metrics_max_tenants: int = Field(default=100, ge=1)
     """Tenants with labels of their own in the metrics and the per-tenant counters (configured tenants always
@@ -233,6 +293,8 @@ class Settings(BaseSettings):
 
     # --- shared state across gateway replicas
     redis_url: str | None = None
+    """Redis shared by gateway replicas (``redis://...``): in-flight places, quotas, the response cache, tenants
+    and keys; unset: this process alone."""
     redis_lease_seconds: float = Field(default=30.0, gt=1)
     """A replica's hold on a tenant's in-flight place expires this long after its last refresh."""
 

@@ -4,10 +4,14 @@ stored and listed. (What a real model does with tools is proven in tests/e2e/tes
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
 import httpx
 import orjson
 
-from tests.integration.conftest import project
+from tests.integration.conftest import Engine, ServedGateway, assert_drained, chat, gate_name, project
 
 A = project("agents-a")
 B = project("agents-b")
@@ -89,3 +93,26 @@ async def test_the_openai_agent_model_refuses_what_it_cannot_honour(gateway: htt
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "X-Shared-Ollama-Agent-Session", bad.text
     unknown = await gateway.post("/v1/chat/completions", json={**ask, "model": "agent:nobody"}, headers=A)
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+
+
+async def test_a_streamed_run_refused_at_admission_is_an_http_error_with_retry_after(
+    serve_gateway: Callable[..., ServedGateway], engine: Engine, http: Any
+) -> None:
+    """The response of a streamed run starts only once its first model call is admitted: a tenant at its cap gets
+    the usual 429 with Retry-After (an SDK can retry it), on the service API and on the OpenAI surface alike."""
+    client = http(serve_gateway(max_inflight_text=1))
+    created = await client.post("/api/v1/agents/create", json={"name": "echo", "model": "fake"}, headers=A)
+    assert created.status_code == 201
+    gate = gate_name()
+    held = asyncio.create_task(client.post("/api/chat", json=chat(gate), headers=A))
+    await engine.waiting_at_least(gate, 1)
+    busy = await client.post("/api/v1/agents/echo/run", json={"input": "hi", "stream": True}, headers=A)
+    assert busy.status_code == 429 and busy.json()["code"] == "tenant_busy" and busy.headers["Retry-After"]
+    ask = {"model": "agent:echo", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    refused = await client.post("/v1/chat/completions", json=ask, headers=A)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "tenant_busy"
+    await engine.open(gate)
+    assert (await held).status_code == 200
+    streamed = await client.post("/api/v1/agents/echo/run", json={"input": "hi", "stream": True}, headers=A)
+    assert streamed.status_code == 200 and orjson.loads(streamed.text.splitlines()[-1])["type"] == "done"
+    await assert_drained(client)

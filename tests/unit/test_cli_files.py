@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from shared_ollama.cli_files import UploadError, file_references, upload_files
+from shared_ollama.cli_http import Service
 
 
 def test_file_paths_are_made_absolute_against_the_modelfile_and_models_are_left_alone(tmp_path: Path) -> None:
@@ -63,18 +64,18 @@ def test_each_missing_file_is_uploaded_once_with_a_bar(tmp_path: Path, service: 
     lora.write_bytes(b"GGUF-lora")
     handler.known.add("sha256:" + hashlib.sha256(lora.read_bytes()).hexdigest())  # the engine has this one
     out = io.StringIO()
-    digests = upload_files(url, [model, lora], out)
+    digests = upload_files(Service(url), [model, lora], out)
     assert digests == ["sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() for p in (model, lora)]
     assert handler.received == {digests[0]: model.read_bytes()}, "only the missing file was sent, whole"
     assert "uploading model.gguf" in out.getvalue() and "100%" in out.getvalue()
-    upload_files(url, [model], io.StringIO())
+    upload_files(Service(url), [model], io.StringIO())
     assert len(handler.received) == 1, "a file the service has is not sent again"
 
 
 def test_a_missing_file_or_an_unreachable_service_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UploadError, match="is not a file"):
-        upload_files("http://127.0.0.1:9", [tmp_path / "absent.gguf"], io.StringIO())
+        upload_files(Service("http://127.0.0.1:9"), [tmp_path / "absent.gguf"], io.StringIO())
     present = tmp_path / "m.gguf"
     present.write_bytes(b"GGUF")
     with pytest.raises(UploadError, match="cannot reach the service"):
-        upload_files("http://127.0.0.1:9", [present], io.StringIO())
+        upload_files(Service("http://127.0.0.1:9"), [present], io.StringIO())

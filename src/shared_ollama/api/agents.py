@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -24,9 +25,8 @@ from shared_ollama.api.http import NDJSON, json_response, parse
 from shared_ollama.api.openapi import LeanRoute, body
 from shared_ollama.errors import InternalError, SharedOllamaError
 from shared_ollama.service.admission.context import RequestContext
-from shared_ollama.service.agents.agents import Agents
+from shared_ollama.service.agents.agents import Agents, PreparedRun
 from shared_ollama.service.agents.definition import AgentDefinition, RunRequest
-from shared_ollama.service.agents.loop import AgentLoop, RunPlan
 from shared_ollama.web import until_disconnect
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ async def get_run(request: Request, name: str, run_id: str) -> Response:
     return json_response(await agents_of(request).run_record(context_of(request), name, run_id))
 
 
-async def _last(events: AsyncIterator[JsonDict]) -> JsonDict:
+async def last_event(events: AsyncGenerator[JsonDict, None]) -> JsonDict:
     done: JsonDict = {}
     async with contextlib.aclosing(events):
         async for event in events:
@@ -121,31 +121,65 @@ async def _last(events: AsyncIterator[JsonDict]) -> JsonDict:
     return done
 
 
+async def started(request: Request, run: PreparedRun) -> Started:
+    """A streamed run's events up to its first model call's admission (a refusal before it, such as a tenant at
+    its cap, raises here: an ordinary HTTP error with its Retry-After, as every stream's), and the rest to come."""
+    events = run.events()
+    first: list[JsonDict] = []
+
+    async def until_admitted() -> None:
+        while not run.admitted.is_set():
+            try:
+                first.append(await anext(events))
+            except StopAsyncIteration:
+                return
+
+    try:
+        await until_disconnect(request, until_admitted())
+    except BaseException:
+        await events.aclose()
+        raise
+    return Started(first, events)
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    first: list[JsonDict]
+    rest: AsyncGenerator[JsonDict, None]
+
+    async def all(self) -> AsyncIterator[JsonDict]:
+        async with contextlib.aclosing(self.rest):
+            for event in self.first:
+                yield event
+            async for event in self.rest:
+                yield event
+
+
 @router.post("/{name}/run", summary="Run an agent", openapi_extra=body(RunRequest))
 async def run_agent(request: Request, name: str) -> Response:
     req = await parse(request, RunRequest)
     agents = agents_of(request)
     ctx = context_of(request)
-    loop, plan, session = await agents.prepare(ctx, name, req)
+    run = await agents.prepare(ctx, name, req)
     if not req.stream:
-        done = await until_disconnect(request, _last(loop.run(plan)))
-        return json_response(await agents.finish(ctx, name, session, done))
-    return StreamingResponse(_ndjson(request, agents, ctx, name, session, loop, plan), media_type=NDJSON)
+        done = await until_disconnect(request, last_event(run.events()))
+        return json_response(await agents.finish(ctx, name, run.session, done))
+    begun = await started(request, run)
+    return StreamingResponse(_ndjson(request, agents, ctx, name, run, begun), media_type=NDJSON)
 
 
 async def _ndjson(
-    request: Request, agents: Agents, ctx: RequestContext, name: str, session: str, loop: AgentLoop, plan: RunPlan
+    request: Request, agents: Agents, ctx: RequestContext, name: str, run: PreparedRun, begun: Started
 ) -> AsyncIterator[bytes]:
     """The run's events as NDJSON lines; the ``done`` line carries the stored summary."""
     try:
-        async with contextlib.aclosing(loop.run(plan)) as events:
-            async for event in events:
-                if event.get("type") == "done":
-                    event = {"type": "done", **await agents.finish(ctx, name, session, event)}
-                yield orjson.dumps(event) + b"\n"
+        async for event in begun.all():
+            if event.get("type") == "done":
+                event = {"type": "done", **await agents.finish(ctx, name, run.session, event)}
+            yield orjson.dumps(event) + b"\n"
     except Exception as exc:
         if not isinstance(exc, SharedOllamaError):
-            log.exception("agent run %s of %s failed", plan.run_id, name)
+            log.exception("agent run %s of %s failed", run.plan.run_id, name)
         error = exc if isinstance(exc, SharedOllamaError) else InternalError("the agent run failed unexpectedly")
         note_error(request, error)
         yield orjson.dumps({"type": "error", **native_error_body(error, request_id_of(request))}) + b"\n"

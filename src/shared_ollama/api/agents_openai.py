@@ -9,7 +9,6 @@ tools, sampling and output bound are the agent's own) are refused with a 400 nam
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from collections.abc import AsyncIterator
@@ -20,10 +19,10 @@ import orjson
 from fastapi import Request
 from starlette.responses import Response
 
-from shared_ollama.api.agents import agents_of
+from shared_ollama.api.agents import agents_of, last_event, started
 from shared_ollama.api.deps import context_of, name_user
 from shared_ollama.api.http import json_response, sse_response, validate
-from shared_ollama.errors import InvalidRequest
+from shared_ollama.errors import InvalidRequest, error_for_code
 from shared_ollama.protocol import convert
 from shared_ollama.protocol.openai import ChatCompletionRequest
 from shared_ollama.service.agents.definition import SESSION_ID, RunRequest
@@ -58,6 +57,14 @@ def _run_request(req: ChatCompletionRequest, session: str | None) -> RunRequest:
     return validate(RunRequest, {"messages": messages, "stream": req.stream, "session": session})
 
 
+def _succeeded(result: JsonDict) -> JsonDict:
+    """The run's result; a run that stopped on an error raises it (an OpenAI error, not a quiet short answer)."""
+    error = result.get("error")
+    if result.get("stopped") == "error" and isinstance(error, dict):
+        raise error_for_code(str(error.get("code")), str(error.get("message")))
+    return result
+
+
 def _final(model: str, done: JsonDict) -> JsonDict:
     usage = done.get("usage") or {}
     return {
@@ -76,32 +83,25 @@ async def agent_chat_completion(request: Request, req: ChatCompletionRequest) ->
     name_user(ctx, req.user or req.safety_identifier, "user" if req.user else "safety_identifier")
     run = _run_request(req, request.headers.get(SESSION_HEADER) or None)
     agents = agents_of(request)
-    loop, plan, session = await agents.prepare(ctx, name, run)
-    ctx.headers[SESSION_HEADER] = session
+    prepared = await agents.prepare(ctx, name, run)
+    ctx.headers[SESSION_HEADER] = prepared.session
     created = int(time.time())
     if not req.stream:
-        done: JsonDict = {}
-
-        async def last() -> JsonDict:
-            nonlocal done
-            async with contextlib.aclosing(loop.run(plan)) as events:
-                async for event in events:
-                    done = event
-            return done
-
-        result = await agents.finish(ctx, name, session, await until_disconnect(request, last()))
+        done = await until_disconnect(request, last_event(prepared.events()))
+        result = _succeeded(await agents.finish(ctx, name, prepared.session, done))
         native = _final(req.model, result)
         native["message"]["content"] = result.get("output") or ""
         return json_response(convert.chat_response_from_native(native, request_id=ctx.request_id, created=created))
+    begun = await started(request, prepared)
 
     async def lines() -> AsyncIterator[bytes]:
-        async with contextlib.aclosing(loop.run(plan)) as events:
-            async for event in events:
-                if event.get("type") == "message_delta":
-                    chunk = {"model": req.model, "message": {"role": "assistant", "content": event["content"]}}
-                    yield orjson.dumps({**chunk, "done": False})
-                elif event.get("type") == "done":
-                    yield orjson.dumps(_final(req.model, await agents.finish(ctx, name, session, event)))
+        async for event in begun.all():
+            if event.get("type") == "message_delta":
+                chunk = {"model": req.model, "message": {"role": "assistant", "content": event["content"]}}
+                yield orjson.dumps({**chunk, "done": False})
+            elif event.get("type") == "done":
+                result = _succeeded(await agents.finish(ctx, name, prepared.session, event))
+                yield orjson.dumps(_final(req.model, result))
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     first = [True]

@@ -20,6 +20,8 @@ from shared_ollama.api.openapi import LeanRoute, body
 from shared_ollama.errors import InvalidRequest
 from shared_ollama.protocol.native import ChatRequest, GenerateRequest, ServiceEmbeddingsRequest
 from shared_ollama.protocol.openai import ChatCompletionRequest
+from shared_ollama.protocol.poml import PomlChatRequest, apply_rendered, take_poml
+from shared_ollama.service.poml.renderer import PomlRenderer
 from shared_ollama.web import until_disconnect
 
 router = APIRouter(prefix="/api/v1", tags=["service"], route_class=LeanRoute)
@@ -40,10 +42,18 @@ async def _native(request: Request, path: str, body: dict[str, object], stream: 
 
 
 @router.post(
-    "/chat", summary="Chat (native format; non-streamed unless stream is true)", openapi_extra=body(ChatRequest)
+    "/chat",
+    summary="Chat (native format; non-streamed unless stream is true); `poml` and `context` instead of `messages` "
+    "render a POML template (docs/POML_GUIDE.md)",
+    openapi_extra=body(PomlChatRequest),
 )
 async def chat(request: Request) -> Response:
-    req = await parse(request, ChatRequest)
+    data = await read_json(request)
+    template = take_poml(data, max_bytes=gateway_of(request).settings.poml_max_template_bytes)
+    if template is not None:
+        renderer: PomlRenderer = request.app.state.poml
+        apply_rendered(data, await until_disconnect(request, renderer.render(template.markup, template.context)))
+    req = validate(ChatRequest, data)
     return await _native(request, "/api/chat", req.to_engine(), req.stream is True)
 
 

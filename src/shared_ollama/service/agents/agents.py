@@ -4,11 +4,13 @@ tenant (``PipelineModel``)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,7 +24,7 @@ from shared_ollama.service.agents.loop import AgentLoop, RunPlan
 from shared_ollama.service.agents.metrics import AgentMetrics
 from shared_ollama.service.agents.store import AgentStore
 from shared_ollama.service.agents.toolbox import ToolBox
-from shared_ollama.service.agents.tooling import Hit, ToolContext
+from shared_ollama.service.agents.tooling import Hit, ToolContext, ToolSpec
 from shared_ollama.service.gateway import Gateway
 
 JsonDict = dict[str, Any]
@@ -36,15 +38,20 @@ class PipelineModel:
     def __init__(self, gateway: Gateway, ctx: RequestContext) -> None:
         self.gateway = gateway
         self.ctx = ctx
+        self.admitted = asyncio.Event()
+        """Set once a model call got through admission (answered, or its stream opened): a streamed run's
+        response starts only then, so a refusal before it is an ordinary HTTP error with its Retry-After."""
 
     async def call(self, body: JsonDict) -> JsonDict:
         raw = await self.gateway.call(self.ctx, "/api/chat", {**body, "stream": False}, cache="off")
+        self.admitted.set()
         answer = orjson.loads(raw)
         return answer if isinstance(answer, dict) else {}
 
     @asynccontextmanager
     async def stream(self, body: JsonDict) -> AsyncIterator[AsyncIterator[JsonDict]]:
         async with self.gateway.stream(self.ctx, "/api/chat", {**body, "stream": True}, cache="off") as lines:
+            self.admitted.set()
             yield _chunks(lines)
 
 
@@ -55,6 +62,18 @@ async def _chunks(lines: AsyncIterator[bytes]) -> AsyncIterator[JsonDict]:
             raise BackendError(str(chunk["error"]))
         if isinstance(chunk, dict):
             yield chunk
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRun:
+    loop: AgentLoop
+    plan: RunPlan
+    session: str
+    admitted: asyncio.Event
+    """Set when the run's first model call got through admission."""
+
+    def events(self) -> AsyncGenerator[JsonDict, None]:
+        return self.loop.run(self.plan)
 
 
 class Agents:
@@ -151,7 +170,11 @@ class Agents:
         async def embed(texts: list[str]) -> list[list[float]]:
             return await self._embed(ctx, texts)
 
-        return await self.documents.add(ctx.tenant.name, name, text, title=title, embed=embed)
+        added = await self.documents.add(ctx.tenant.name, name, text, title=title, embed=embed)
+        if await self.store.get(ctx.tenant.name, name) is None:  # deleted while its text was being embedded
+            await self.documents.delete(ctx.tenant.name, name, str(added["document_id"]))
+            raise NotFound(f"agent '{name}' not found")
+        return added
 
     async def list_documents(self, ctx: RequestContext, name: str) -> list[JsonDict]:
         await self.get(ctx, name)
@@ -170,7 +193,14 @@ class Agents:
         shown = orjson.loads(await self.gateway.inspect("/api/show", {"model": model}))
         return "tools" not in (shown.get("capabilities") or [])
 
-    async def prepare(self, ctx: RequestContext, name: str, req: RunRequest) -> tuple[AgentLoop, RunPlan, str]:
+    def _tools_now(self, tenant: str, names: list[str]) -> list[ToolSpec]:
+        """The agent's tools as they are now. One that is gone for the moment (an MCP server down or restarting)
+        stays offered, so that calling it is a tool error the model sees, not a refused run."""
+        known = {spec.name: spec for spec in self.toolbox.specs(tenant)}
+        gone = {"type": "object", "properties": {}}
+        return [known.get(name) or ToolSpec(name, "Unavailable at the moment.", gone, "unavailable") for name in names]
+
+    async def prepare(self, ctx: RequestContext, name: str, req: RunRequest) -> PreparedRun:
         """The loop and plan of a run, and its session id; 400/404 before anything runs."""
         agent = await self.get(ctx, name)
         try:
@@ -182,7 +212,8 @@ class Agents:
             raise InvalidRequest(f"max_steps must be at most {limit}", param="max_steps")
         session = req.session or f"ses_{uuid.uuid4().hex[:20]}"
         history = await self.store.session_messages(ctx.tenant.name, name, session) if req.session else []
-        tools = self.toolbox.resolve(ctx.tenant.name, list(agent.get("tools") or []))
+        history = _recent_turns(history, self.settings.agent_session_max_messages)
+        tools = self._tools_now(ctx.tenant.name, list(agent.get("tools") or []))
         ctx = dataclasses.replace(ctx, cache_header=None)  # every step goes to the engine, whatever the header
         ctx.record.model = str(agent["model"])
         searching = "search_documents" in {t.name for t in tools}
@@ -203,7 +234,8 @@ class Agents:
             tool_choice=str(agent.get("tool_choice") or "auto"),
         )
         tool_ctx = ToolContext(ctx.tenant.name, name, search if searching else None)
-        return AgentLoop(PipelineModel(self.gateway, ctx), self.toolbox, tool_ctx), plan, session
+        model = PipelineModel(self.gateway, ctx)
+        return PreparedRun(AgentLoop(model, self.toolbox, tool_ctx), plan, session, model.admitted)
 
     async def finish(self, ctx: RequestContext, name: str, session: str, done: JsonDict) -> JsonDict:
         """Store and count a finished run (its ``done`` event); the run's public result."""
@@ -211,6 +243,9 @@ class Agents:
         done.pop("type", None)
         result = {**done, "agent": name, "session": session}
         usage = done.get("usage") or {}
+        agent = await self.store.get(ctx.tenant.name, name)
+        if agent is not None:
+            ctx.record.model = str(agent["model"])  # not the embedding model a document search used last
         ctx.record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
         ctx.record.completion_tokens = int(usage.get("completion_tokens") or 0)
         self.metrics.run(name, ctx.tenant.name, done)
@@ -226,3 +261,13 @@ class Agents:
         if run is None:
             raise NotFound(f"run '{run_id}' of agent '{name}' not found")
         return run
+
+
+def _recent_turns(history: list[JsonDict], limit: int) -> list[JsonDict]:
+    """At most ``limit`` of a session's latest messages, starting at a user turn (never at a tool result whose call
+    was cut off)."""
+    if len(history) <= limit:
+        return history
+    recent = history[-limit:]
+    start = next((i for i, m in enumerate(recent) if m.get("role") == "user"), len(recent))
+    return recent[start:]

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared_ollama.protocol.native import Options
+
 JsonDict = dict[str, Any]
 
 AGENT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -36,6 +38,13 @@ class AgentDefinition(BaseModel):
     tool_mode: Literal["auto", "native", "grammar"] = "auto"
     """How the model calls tools: ``native`` (the model's own tool template), ``grammar`` (a JSON schema the
     engine's grammar enforces: any model can), ``auto`` (native when the model lists the ``tools`` capability)."""
+
+    @field_validator("options")
+    @classmethod
+    def _known_options_typed(cls, options: JsonDict) -> JsonDict:
+        """The options every step sends, typed and bounded as on the native API (a bad one is a 400 now, not a
+        failure of every run later)."""
+        return Options.model_validate(options).model_dump(exclude_none=True, by_alias=True)
 
     @field_validator("tools")
     @classmethod

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
@@ -131,7 +131,7 @@ class AgentLoop:
         except TimeoutError:
             raise _Deadline from None
 
-    async def run(self, plan: RunPlan) -> AsyncIterator[JsonDict]:
+    async def run(self, plan: RunPlan) -> AsyncGenerator[JsonDict, None]:
         """The run's events; the last is ``done`` with the summary (``summary`` key) and the conversation."""
         summary = Summary(plan.run_id)
         try:

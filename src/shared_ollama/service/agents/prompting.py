@@ -32,7 +32,7 @@ def decision_schema(tools: list[ToolSpec], *, may_answer: bool) -> JsonDict:
             "required": ["name", "arguments"],
         }
 
-    options = [one(t.name, t.parameters or {"type": "object", "properties": {}}) for t in tools]
+    options = [one(t.name, t.schema() or {"type": "object", "properties": {}}) for t in tools]
     if may_answer:
         options.append(one(ANSWER, {"type": "object", "properties": {}}))
     return options[0] if len(options) == 1 else {"anyOf": options}

@@ -3,6 +3,7 @@ in, and its outcome. A provider never raises out of ``call``: a failure is an ou
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,8 +29,12 @@ class ToolSpec:
         """The tool in Ollama's ``tools`` format."""
         return {
             "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+            "function": {"name": self.name, "description": self.description, "parameters": self.schema()},
         }
+
+    def schema(self) -> JsonDict:
+        """A copy of ``parameters`` (request bodies are changed in place downstream; the spec is shared)."""
+        return copy.deepcopy(self.parameters)
 
 
 @dataclass(frozen=True, slots=True)

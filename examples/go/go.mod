@@ -1,0 +1,3 @@
+module example.com/shared-ollama-example
+
+go 1.19
