@@ -114,10 +114,7 @@ func main() {
 		}
 		fmt.Print(chunk.Message.Content)
 		chunks++
-		if chunk.Done {
-			break
-		}
-	}
+	} // read to the end of the body: the stream is over when the service ends it, after the "done" line
 	if err := lines.Err(); err != nil {
 		log.Fatal(err)
 	}

@@ -18,9 +18,10 @@ fi
 log "tests"
 mkdir -p artifacts
 if [ "$#" -gt 0 ]; then
-  exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=15 "$@"
+  exec "$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider --durations=15 "$@"
 fi
-# Unit and integration tests on two workers (pytest-xdist); then the end-to-end and reliability tests one at a time:
-# two real engines generating at once on this kind of machine only slow each other down.
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider -n 2 --durations=10 tests/unit tests/integration
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=15 tests/e2e tests/reliability
+# Every test without the real engine (unit, integration, the scripted-engine reliability tests) on two workers
+# (pytest-xdist); then the tests with the real engine (marker e2e) one at a time: two real engines generating at
+# once on this kind of machine only slow each other down.
+"$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider -n 2 --durations=10 -m "not e2e" tests/unit tests/integration tests/reliability
+"$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider --durations=15 -m e2e tests/e2e tests/reliability

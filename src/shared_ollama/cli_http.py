@@ -4,7 +4,8 @@ The service is found the way it was configured: ``--url`` (accepted before or af
 ``SHARED_OLLAMA_URL``, else ``http://SHARED_OLLAMA_HOST:SHARED_OLLAMA_PORT`` (a wildcard host as loopback). A key
 (``--api-key``, else the command's environment variable) is sent as a bearer key. Refusals become
 ``ServiceError`` with the status and the service's message, e.g. ``429: tenant 'app' is at its cap (retry after
-2 s)``.
+2 s)``; so does an answer that is not JSON (a ``--url`` that is not the service, say). A file a command cannot read
+(missing, or not UTF-8) is a ``UsageError`` naming it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import urllib.request
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from http.client import HTTPResponse
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from shared_ollama.settings import Settings
 
@@ -37,6 +40,22 @@ class ServiceError(Exception):
 
 class UsageError(ValueError):
     """A command line or input file a command cannot use (exit code 2); the message says why."""
+
+
+def read_text(path: Path) -> str:
+    """The text of a file the user named, as UTF-8; a file that cannot be read or is not UTF-8 raises UsageError."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 text (at byte offset {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def model_path(name: str) -> str:
+    """A model name as it goes into the service's URLs: quoted, ``:`` and ``/`` kept (``/api/v1/models/{name}``
+    takes a path)."""
+    return quote(name, safe=":/")
 
 
 def service_url(settings: Settings) -> str:
@@ -83,9 +102,10 @@ class Service:
         return response
 
     def json(self, method: str, path: str, body: JsonDict | None = None) -> JsonDict:
+        """The answer's JSON object; an answer that is not one raises ServiceError."""
         with self.open(method, path, body) as response:
             raw = response.read()
-        return json.loads(raw) if raw else {}
+        return self._decoded(raw, path) if raw else {}
 
     def lines(self, path: str, body: JsonDict) -> Generator[JsonDict, None, None]:
         """A streamed answer's NDJSON lines; an error line (``{"error": ...}``) raises ServiceError. Closing the
@@ -94,10 +114,21 @@ class Service:
             for raw in response:
                 if not raw.strip():
                     continue
-                line = json.loads(raw)
-                if isinstance(line, dict) and "error" in line:
+                line = self._decoded(raw, path)
+                if "error" in line:
                     raise ServiceError(_error_text(line))
                 yield line
+
+    def _decoded(self, raw: bytes, path: str) -> JsonDict:
+        """One answer (or stream line) as a JSON object; anything else raises ServiceError showing its start."""
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            shown = raw[:80].decode("utf-8", "replace").strip()
+            raise ServiceError(f"{self.url}{path} answered {shown!r}, not a JSON object: is that the service?")
+        return value
 
 
 def field_object(body: Mapping[str, Any], name: str) -> JsonDict:

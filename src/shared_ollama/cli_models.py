@@ -14,10 +14,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import quote
 
 from shared_ollama.cli_files import file_references, upload_files
-from shared_ollama.cli_http import Service, ServiceError, add_connection
+from shared_ollama.cli_http import Service, ServiceError, UsageError, add_connection, model_path, read_text
 from shared_ollama.cli_render import loaded_table, models_table, while_waiting
 
 JsonDict = dict[str, Any]
@@ -59,12 +58,9 @@ def create_model(service: Service, name: str, modelfile: str, base: Path, err: T
     return while_waiting(f"creating {name}", lambda: service.json("POST", "/api/v1/models/create", body), err)
 
 
-def _name(name: str) -> str:
-    return quote(name, safe=":/")
-
-
 def run_models(args: argparse.Namespace, service: Service, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """``models ls|ps|show|create|cp|rm|pull|load|unload``: 0, or 1 with the service's refusal on ``err``."""
+    """``models ls|ps|show|create|cp|rm|pull|load|unload``: 0, 1 with the service's refusal on ``err``, or 2 when
+    an input file cannot be used (missing, not UTF-8)."""
     out, err = out or sys.stdout, err or sys.stderr
     cmd = args.models_cmd
     try:
@@ -76,24 +72,27 @@ def run_models(args: argparse.Namespace, service: Service, out: TextIO | None = 
                 render = models_table if cmd == "ls" else loaded_table
                 out.write(render(listing.get("models") or [], datetime.now(UTC)))
         elif cmd == "show":
-            out.write(json.dumps(service.json("GET", f"/api/v1/models/{_name(args.name)}/show"), indent=2) + "\n")
+            out.write(json.dumps(service.json("GET", f"/api/v1/models/{model_path(args.name)}/show"), indent=2) + "\n")
         elif cmd == "create":
             modelfile = Path(args.file)
-            create_model(service, args.name, modelfile.read_text(encoding="utf-8"), modelfile.parent, err)
+            create_model(service, args.name, read_text(modelfile), modelfile.parent, err)
             out.write(f"created {args.name}\n")
         elif cmd == "cp":
-            service.json("POST", f"/api/v1/models/{_name(args.source)}/copy", {"destination": args.destination})
+            service.json("POST", f"/api/v1/models/{model_path(args.source)}/copy", {"destination": args.destination})
             out.write(f"copied {args.source} -> {args.destination}\n")
         elif cmd == "rm":
-            service.json("DELETE", f"/api/v1/models/{_name(args.name)}")
+            service.json("DELETE", f"/api/v1/models/{model_path(args.name)}")
             out.write(f"deleted {args.name}\n")
         elif cmd in ("load", "unload"):
-            path = f"/api/v1/models/{_name(args.name)}/{cmd}"
+            path = f"/api/v1/models/{model_path(args.name)}/{cmd}"
             while_waiting(f"{cmd}ing {args.name}", lambda: service.json("POST", path), err)
             out.write(f"{cmd}ed {args.name}\n")
         elif cmd == "pull":
             show_pull(service.lines("/api/v1/models/pull", {"name": args.name}), err)
             out.write(f"pulled {args.name}\n")
+    except UsageError as exc:
+        err.write(f"error: {exc}\n")
+        return 2
     except (ServiceError, OSError) as exc:
         err.write(f"error: {exc}\n")
         return 1

@@ -24,7 +24,9 @@ from shared_ollama.cli_http import (
     UsageError,
     add_connection,
     field_object,
+    model_path,
     parse_options,
+    read_text,
     service_from,
 )
 from shared_ollama.cli_models import create_model
@@ -87,10 +89,7 @@ def modelfile_text(args: argparse.Namespace) -> str:
     messages: list[dict[str, str]] = []
     if args.messages:
         path = Path(args.messages)
-        try:
-            messages += parse_messages(path.read_text(encoding="utf-8"), str(path))
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        messages += parse_messages(read_text(path), str(path))
     messages += [_message({"role": role, "content": text}, "--message") for role, text in args.message or []]
     return render_modelfile(
         args.from_, system=args.system, parameters=parse_parameters(args.param) or None, messages=messages or None
@@ -109,7 +108,7 @@ def read_prompts(text: str) -> list[str]:
 
 def base_of(service: Service, name: str) -> str:
     """The model ``name`` was derived from, as the service shows it."""
-    shown = service.json("GET", f"/api/v1/models/{name}/show")
+    shown = service.json("GET", f"/api/v1/models/{model_path(name)}/show")
     parent = str(field_object(shown, "details").get("parent_model") or "")
     if not parent:
         raise UsageError(f"the service does not say which model {name} was made from: name it with --base")
@@ -143,10 +142,7 @@ def _try(args: argparse.Namespace, service: Service, out: TextIO, err: TextIO) -
     extra = parse_options(args.option)
     if "temperature" in extra:
         raise UsageError("tune try compares greedy answers: temperature is always 0 (drop --option temperature)")
-    try:
-        prompts = read_prompts(Path(args.prompts).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read {args.prompts}: {exc.strerror or exc}") from None
+    prompts = read_prompts(read_text(Path(args.prompts)))
     base = args.base or base_of(service, args.name)
     options = {"num_predict": args.num_predict, **extra, "temperature": 0}
     rows = try_models(service, (args.name, base), prompts, options, err)
@@ -174,7 +170,7 @@ def run_tune(args: argparse.Namespace, settings: Settings, out: TextIO, err: Tex
         if command == "new":
             _write(modelfile_text(args), args.output, out, err)
         elif command == "check":
-            parsed = parse_modelfile(Path(args.file).read_text(encoding="utf-8"))
+            parsed = parse_modelfile(read_text(Path(args.file)))
             out.write(
                 f"{args.file}: FROM {parsed.from_}, {len(parsed.parameters)} parameter(s), "
                 f"{len(parsed.messages)} message(s){', a system prompt' if parsed.system else ''}\n"

@@ -62,6 +62,9 @@ def start_gateway(
         "SHARED_OLLAMA_DATA_DIR": str(data_dir),
         "SHARED_OLLAMA_ENGINE": "embedded",
         "SHARED_OLLAMA_ENGINE_NUM_PARALLEL": "2",
+        # One gateway serves the whole session's tests, each under tenants of its own: more than the default 100
+        # tenants with labels (and usage rows) of their own, past which a tenant is counted as "other".
+        "SHARED_OLLAMA_METRICS_MAX_TENANTS": "1000",
     }
     full_env.update(env or {})
     proc = spawn(["serve", "--host", "127.0.0.1", "--port", str(port)], env=full_env, log_path=log_path)

@@ -1,7 +1,8 @@
 """Every example in ``examples/`` run as its user would run it (bash + curl, Python, ``npx tsx``, ``go run``)
 against the real gateway, its output checked, and its requests found under the tenant it named.
 
-A missing toolchain skips its examples with the reason, except in CI (``CI=true``), where it fails.
+A missing toolchain skips its examples with the reason, except in CI (``CI`` is ``true`` or ``1``, any case), where it
+fails.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.ci import in_ci
 from tests.support.processes import poll
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +40,7 @@ def toolchain(command: str, how: str) -> str:
     found = shutil.which(command)
     if found is None:
         reason = f"{command} is not installed ({how})"
-        if os.environ.get("CI") == "true":
+        if in_ci(os.environ):
             pytest.fail(f"CI must run every example: {reason}", pytrace=False)
         pytest.skip(reason)
     return found
@@ -46,7 +48,7 @@ def toolchain(command: str, how: str) -> str:
 
 def requirement(present: bool, reason: str) -> None:
     if not present:
-        if os.environ.get("CI") == "true":
+        if in_ci(os.environ):
             pytest.fail(f"CI must run every example: {reason}", pytrace=False)
         pytest.skip(reason)
 

@@ -1,5 +1,6 @@
 """A POML template on ``/api/v1/chat`` against the real engine: rendered (in the sandboxed renderer) to the same
-chat as the messages it stands for, so greedy decoding gives the same prompt and the same answer."""
+chat as the messages it stands for, so greedy decoding gives the same prompt and the same answer; over plain HTTP
+and through the Python client (``Client.chat(model, poml=..., context=...)``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from shared_ollama_client import Client
 
 pytestmark = pytest.mark.e2e
 
@@ -45,3 +47,14 @@ def test_a_bad_template_is_a_400_naming_poml(http: httpx.Client) -> None:
     assert resp.status_code == 400
     assert resp.json()["code"] == "invalid_request"
     assert resp.json()["error"].startswith("the poml template could not be rendered: country is not defined")
+
+
+def test_the_python_client_sends_a_template_and_its_variables(gateway_url: str, http: httpx.Client) -> None:
+    common = {"model": "smollm2:135m", "options": OPTIONS, "cache": "off"}
+    plain = http.post("/api/v1/chat", json={**common, "messages": MESSAGES})
+    assert plain.status_code == 200, plain.text
+    with Client(gateway_url, project="poml-client-e2e", timeout=120, max_retry_seconds=30) as client:
+        got = client.chat("smollm2:135m", poml=TEMPLATE, context={"country": "France"}, options=OPTIONS, cache="off")
+    want = plain.json()
+    assert got["prompt_eval_count"] == want["prompt_eval_count"]
+    assert got["message"]["content"] == want["message"]["content"]

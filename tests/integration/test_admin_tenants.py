@@ -217,3 +217,5 @@ async def test_every_admin_action_is_audited_without_keys(serve_gateway: Start, 
     assert [e["action"] for e in only["entries"]] == ["key.create"]
     bad = await client.get("/api/v1/admin/audit", params={"limit": 0}, headers=ADMIN)
     assert bad.status_code == 400 and "limit" in bad.json()["error"]
+    metrics = (await client.get("/metrics", headers=ADMIN)).text
+    assert 'route="/api/v1/admin' not in metrics, "admin actions are audited, not counted as traffic"

@@ -1,8 +1,10 @@
 """``POST /api/v1/chat`` with a POML template: the rendered chat reaches the engine (the scripted one records what
-it receives), and every way of getting the fields wrong is a 400 that names the field, with nothing sent on."""
+it receives), and every way of getting the fields wrong is a 400 that names the field, with nothing sent on;
+templates turned off are a 501; a tenant's second template while its first is pending is a 429."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -128,12 +130,53 @@ async def test_misused_fields_are_refused_before_rendering(
     assert len(engine.received) == before
 
 
-async def test_turned_off_templates_are_refused(fake_engine: tuple[str, FakeEngine], tmp_path: Path) -> None:
+async def test_turned_off_templates_are_a_501_not_implemented(
+    fake_engine: tuple[str, FakeEngine], tmp_path: Path
+) -> None:
     url, _ = fake_engine
     async with gateway_with(url, tmp_path, poml_mode="off") as client:
         resp = await client.post("/api/v1/chat", json={"model": "fake", "poml": "<poml>x</poml>"})
-    assert resp.status_code == 400
+    assert resp.status_code == 501
+    assert resp.json()["code"] == "not_implemented"
     assert "POML templates are turned off" in resp.json()["error"]
+
+
+async def test_a_tenants_second_template_while_its_first_is_pending_is_a_429_with_retry_after(
+    fake_engine: tuple[str, FakeEngine], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = fake_engine
+    settings = Settings(engine="external", ollama_url=url, data_dir=tmp_path, poml_mode="trusted")
+    app = create_app(settings)
+    running, release = asyncio.Event(), asyncio.Event()
+
+    async def held_render(work: Path, markup: str) -> object:  # the renderer's process, held until released
+        running.set()
+        await release.wait()
+        return {"messages": [{"speaker": "human", "content": "Hi"}]}
+
+    def chat(project: str) -> dict[str, Any]:
+        return {"json": {"model": "fake", "poml": "<poml>Hi</poml>"}, "headers": {"X-Shared-Ollama-Project": project}}
+
+    async with app.router.lifespan_context(app):
+        renderer = app.state.poml
+        monkeypatch.setattr(renderer, "_run", held_render)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=60) as client:
+            first = asyncio.create_task(client.post("/api/v1/chat", **chat("alpha")))
+            await asyncio.wait_for(running.wait(), timeout=10)
+            busy = await client.post("/api/v1/chat", **chat("alpha"))
+            other = asyncio.create_task(client.post("/api/v1/chat", **chat("beta")))  # waits; not refused
+            for _ in range(1000):  # bounded: 10 s
+                if renderer.waiting == 1 or other.done():
+                    break
+                await asyncio.sleep(0.01)
+            assert renderer.waiting == 1, "the other tenant's template never waited for the renderer"
+            release.set()
+            answers = await asyncio.gather(first, other)
+    assert busy.status_code == 429, busy.text
+    assert busy.json()["code"] == "tenant_busy" and "alpha" in busy.json()["error"]
+    assert busy.headers["Retry-After"] == "2"
+    assert [answer.status_code for answer in answers] == [200, 200]
 
 
 async def test_the_chat_schema_shows_the_template_fields(gateway: httpx.AsyncClient) -> None:

@@ -81,7 +81,7 @@ def connected(sock: socket.socket) -> bool:
 async def test_a_template_renders_with_its_variables(tmp_path: Path, work_dir: Path) -> None:
     poml = await renderer(tmp_path)
     markup = "<poml><system-msg>Be terse.</system-msg><human-msg>Say hello to {{ name }}.</human-msg></poml>"
-    result = await poml.render(markup, {"name": "Ada"})
+    result = await poml.render(markup, {"name": "Ada"}, tenant="t")
     assert result == {
         "messages": [
             {"speaker": "system", "content": "Be terse."},
@@ -109,7 +109,7 @@ async def test_a_template_reaches_no_file_process_secret_or_network(
         f"connect={attempt(f'const s = {require}(`net`).connect({port}, `127.0.0.1`); {CLOSE}')}",
     )
     poml = await renderer(tmp_path)
-    result = await poml.render(markup, {})
+    result = await poml.render(markup, {}, tenant="t")
     content = result["messages"][0]["content"]  # type: ignore[index]
     assert content.split() == [  # POML joins the lines with spaces
         "env=0",
@@ -131,14 +131,14 @@ async def test_trusted_mode_lets_templates_reach_the_network(
     port = listener.getsockname()[1]
     connect = f"const s = process.mainModule.require(`net`).connect({port}, `127.0.0.1`); {CLOSE}"
     markup = lines(attempt(connect))
-    await (await renderer(tmp_path, poml_mode="trusted")).render(markup, {})
+    await (await renderer(tmp_path, poml_mode="trusted")).render(markup, {}, tenant="t")
     assert connected(listener)
 
 
 async def test_a_template_that_never_ends_is_stopped_at_the_time_limit(tmp_path: Path, work_dir: Path) -> None:
     poml = await renderer(tmp_path, poml_timeout_seconds=3.0)
     with pytest.raises(InvalidRequest) as caught:
-        await poml.render(lines("{{ (() => { for (;;) {} })() }}"), {})
+        await poml.render(lines("{{ (() => { for (;;) {} })() }}"), {}, tenant="t")
     assert caught.value.param == "poml"
     assert "did not render within 3 s" in caught.value.message
     assert render_processes(work_dir) == []
@@ -147,7 +147,7 @@ async def test_a_template_that_never_ends_is_stopped_at_the_time_limit(tmp_path:
 
 async def test_a_cancelled_render_stops_its_process(tmp_path: Path, work_dir: Path) -> None:
     poml = await renderer(tmp_path)
-    task = asyncio.create_task(poml.render(lines("{{ (() => { for (;;) {} })() }}"), {}))
+    task = asyncio.create_task(poml.render(lines("{{ (() => { for (;;) {} })() }}"), {}, tenant="t"))
     for _ in range(600):  # bounded: up to 30 s for Node.js to start
         if render_processes(work_dir):
             break
@@ -163,21 +163,21 @@ async def test_a_cancelled_render_stops_its_process(tmp_path: Path, work_dir: Pa
 async def test_output_over_the_body_limit_is_refused(tmp_path: Path, work_dir: Path) -> None:
     poml = await renderer(tmp_path, max_body_bytes=4096)
     with pytest.raises(InvalidRequest) as caught:
-        await poml.render(lines('{{ "x".repeat(10000) }}'), {})
+        await poml.render(lines('{{ "x".repeat(10000) }}'), {}, tenant="t")
     assert "rendered more than 4096 bytes" in caught.value.message
 
 
 async def test_a_template_past_the_heap_limit_is_refused(tmp_path: Path, work_dir: Path) -> None:
     poml = await renderer(tmp_path)
     with pytest.raises(InvalidRequest) as caught:
-        await poml.render(lines("{{ Array.from({ length: 1e8 }, (_, i) => ({ i })).length }}"), {})
+        await poml.render(lines("{{ Array.from({ length: 1e8 }, (_, i) => ({ i })).length }}"), {}, tenant="t")
     assert "more than 192 MB of memory" in caught.value.message
 
 
 async def test_a_syntax_error_is_the_renderers_message_with_its_place(tmp_path: Path, work_dir: Path) -> None:
     poml = await renderer(tmp_path)
     with pytest.raises(InvalidRequest) as caught:
-        await poml.render("<poml>\n<human-msg>Hi\n</poml>", {})
+        await poml.render("<poml>\n<human-msg>Hi\n</poml>", {}, tenant="t")
     assert caught.value.param == "poml"
     assert caught.value.message.startswith("the poml template could not be rendered: ")
     assert "(at line 3" in caught.value.message

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import io
 import urllib.error
+from dataclasses import dataclass
 from email.message import Message
+from typing import Any
 
 import pytest
 
 from shared_ollama.cli import build_parser
 from shared_ollama.cli_http import (
     API_KEY_ENV,
+    Service,
     ServiceError,
     UsageError,
     _refusal,
@@ -19,6 +22,7 @@ from shared_ollama.cli_http import (
     service_from,
     service_url,
 )
+from shared_ollama.cli_models import run_models
 from shared_ollama.settings import Settings
 
 
@@ -100,3 +104,35 @@ def test_a_refusal_reads_with_its_status_message_and_when_to_retry() -> None:
     openai = b'{"error":{"message":"bad model","type":"invalid_request_error"}}'
     assert _refusal(_http_error(400, openai)) == "400: bad model"
     assert ServiceError("x", 404).status == 404
+
+
+@dataclass(frozen=True)
+class Answering(Service):
+    """A service whose every answer is ``raw`` (a stream: its lines)."""
+
+    raw: bytes = b""
+
+    def open(self, method: str, path: str, body: Any = None, **_: Any) -> Any:
+        return io.BytesIO(self.raw)
+
+
+@pytest.mark.parametrize("raw", [b"<html>Not Found</html>", b"[1, 2]", b'"text"'])
+def test_an_answer_that_is_not_a_json_object_is_a_service_error(raw: bytes) -> None:
+    service = Answering("http://x", raw=raw)
+    with pytest.raises(ServiceError, match=r"http://x/api/v1/health answered .*, not a JSON object: is that"):
+        service.json("GET", "/api/v1/health")
+
+
+def test_a_stream_line_that_is_not_json_is_a_service_error_not_a_traceback() -> None:
+    service = Answering("http://x", raw=b'{"status": "pulling"}\n\nnot json\n{"status": "never read"}\n')
+    lines = service.lines("/api/v1/models/pull", {"name": "m"})
+    assert next(lines) == {"status": "pulling"}
+    with pytest.raises(ServiceError, match=r"answered 'not json', not a JSON object"):
+        next(lines)
+    out, err = io.StringIO(), io.StringIO()
+    args = build_parser().parse_args(["models", "pull", "m"])
+    assert run_models(args, Answering("http://x", raw=b"oops\n"), out, err) == 1
+    assert (
+        err.getvalue()
+        == "error: http://x/api/v1/models/pull answered 'oops', not a JSON object: is that the service?\n"
+    )

@@ -67,3 +67,20 @@ def test_create_sends_the_modelfile_with_a_progress_line(tmp_path: Path) -> None
 def test_a_refusal_is_printed_with_exit_code_1() -> None:
     code, out, err = run(Recorded("http://x", answer=ServiceError("403: admin only", 403)), "rm", "m")
     assert (code, out, err) == (1, "", "error: 403: admin only\n")
+
+
+def test_a_modelfile_that_cannot_be_used_is_bad_input_with_exit_code_2(tmp_path: Path) -> None:
+    latin1 = tmp_path / "Modelfile"
+    latin1.write_bytes("FROM smollm2:135m\nSYSTEM réponds en français\n".encode("latin-1"))
+    service = Recorded("http://x")
+    code, out, err = run(service, "create", "fr", "-f", str(latin1))
+    assert (code, out, service.calls) == (2, "", [])
+    assert err.startswith(f"error: {latin1} is not UTF-8 text (at byte offset 26: invalid continuation byte)")
+    code, _, err = run(service, "create", "fr", "-f", str(tmp_path / "absent"))
+    assert code == 2 and "cannot read" in err and "No such file" in err
+
+
+def test_a_model_name_is_quoted_in_the_path() -> None:
+    service = Recorded("http://x")
+    assert run(service, "show", "team/my model#2:latest")[0] == 0
+    assert service.calls == [("GET", "/api/v1/models/team/my%20model%232:latest/show", None)]

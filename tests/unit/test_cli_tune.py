@@ -4,13 +4,15 @@ system prompt, parameters and example messages (read back to the same values), a
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shared_ollama.cli import main
-from shared_ollama.cli_http import UsageError
-from shared_ollama.cli_tune import parse_messages, parse_parameters, read_prompts
+from shared_ollama.cli_http import Service, UsageError
+from shared_ollama.cli_tune import base_of, parse_messages, parse_parameters, read_prompts
 from shared_ollama.protocol.modelfile import parse_modelfile
 
 
@@ -118,3 +120,35 @@ def test_try_refuses_a_temperature_since_it_compares_greedy_answers(
     assert code == 2 and "temperature is always 0" in err
     code, _, err = run(capsys, "tune", "try", "m", str(tmp_path / "absent.txt"), "--url", "http://127.0.0.1:9")
     assert code == 2 and "cannot read" in err
+
+
+def test_files_that_are_not_utf8_are_bad_input_with_exit_code_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    latin1 = tmp_path / "latin1"
+    latin1.write_bytes("FROM smollm2:135m\nSYSTEM été\n".encode("latin-1"))
+    code, out, err = run(capsys, "modelfile", "check", str(latin1))
+    assert (code, out) == (2, "")
+    assert err == f"error: {latin1} is not UTF-8 text (at byte offset 25: invalid continuation byte)\n"
+    code, _, err = run(capsys, "modelfile", "new", "--from", "smollm2:135m", "--messages", str(latin1))
+    assert code == 2 and f"{latin1} is not UTF-8 text" in err
+    unreachable = "http://127.0.0.1:9"  # the prompts are read before the service is asked anything
+    code, _, err = run(capsys, "tune", "try", "m", str(latin1), "--base", "b", "--url", unreachable)
+    assert code == 2 and f"{latin1} is not UTF-8 text" in err
+
+
+@dataclass(frozen=True)
+class Shows(Service):
+    """Answers ``show`` with a parent model and records the paths asked."""
+
+    asked: list[str] = field(default_factory=list)
+
+    def json(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.asked.append(path)
+        return {"details": {"parent_model": "smollm2:135m"}}
+
+
+def test_the_base_is_looked_up_under_the_quoted_model_name() -> None:
+    service = Shows("http://x")
+    assert base_of(service, "team/brief model?v=2#1") == "smollm2:135m"
+    assert service.asked == ["/api/v1/models/team/brief%20model%3Fv%3D2%231/show"]

@@ -7,7 +7,7 @@ import asyncio
 
 import httpx
 import pytest
-from shared_ollama_client import AsyncClient, BackendUnavailable, ConnectionFailed, TenantBusy
+from shared_ollama_client import AsyncClient, BackendUnavailable, ClientTimeout, ConnectionFailed, TenantBusy
 
 from tests.unit.client_fakes import Parts, Script, Sleeper, error, lines, ok, streamed
 
@@ -113,3 +113,32 @@ async def test_models_and_agents_are_awaited() -> None:
     assert [e["type"] async for e in run] == ["message_delta", "done"]
     assert (await client.health())["status"] == "healthy"
     await client.aclose()
+
+
+async def test_a_chat_can_send_a_poml_template_instead_of_messages() -> None:
+    script = Script(ok(ANSWER))
+    template = "<poml><human-msg>Hi {{ who }}</human-msg></poml>"
+    await make(script, Sleeper()).chat("m", poml=template, context={"who": "Ada"})
+    assert script.bodies()[0] == {"model": "m", "poml": template, "context": {"who": "Ada"}, "stream": False}
+    with pytest.raises(ValueError, match="poml"):
+        await make(Script(), Sleeper()).chat("m", HI, poml=template)
+
+
+@pytest.mark.parametrize(
+    ("failure", "raised"),
+    [(httpx.ReadError("connection reset"), ConnectionFailed), (httpx.ReadTimeout("slow"), ClientTimeout)],
+    ids=["read-error", "read-timeout"],
+)
+async def test_a_body_that_fails_mid_way_is_the_clients_error_and_not_sent_again(
+    failure: Exception, raised: type[Exception]
+) -> None:
+    def reply() -> httpx.Response:
+        body = Parts([b'{"embeddings": [[0.1, '], fail=failure)
+        return httpx.Response(200, stream=body, headers={"X-Shared-Ollama-Request-Id": "rid-9"})
+
+    script = Script(reply)
+    sleeper = Sleeper()
+    with pytest.raises(raised) as caught:
+        await make(script, sleeper).embeddings("m", "a")
+    assert caught.value.request_id == "rid-9"  # type: ignore[attr-defined]
+    assert sleeper.waits == [] and len(script.requests) == 1

@@ -259,3 +259,60 @@ def test_the_typed_error_is_raised_from_a_stream_refused_for_good() -> None:
     script = Script(error(503, "queue_full", header="1"))
     with pytest.raises(QueueFull):
         make(script, Sleeper(), budget=0).chat("m", HI, stream=True)
+
+
+def test_a_chat_can_send_a_poml_template_and_its_variables_instead_of_messages() -> None:
+    script = Script(ok(ANSWER))
+    template = "<poml><human-msg>Hi {{ who }}</human-msg></poml>"
+    answer = make(script, Sleeper()).chat("m", poml=template, context={"who": "Ada"}, options={"seed": 1})
+    assert answer["message"]["content"] == "Hello"
+    assert script.bodies()[0] == {
+        "model": "m",
+        "poml": template,
+        "context": {"who": "Ada"},
+        "options": {"seed": 1},
+        "stream": False,
+    }
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [{}, {"messages": HI, "poml": "<poml>x</poml>"}, {"messages": HI, "context": {"a": 1}}],
+    ids=["neither", "both", "context-without-poml"],
+)
+def test_a_chat_takes_exactly_one_of_messages_and_poml(arguments: dict[str, object]) -> None:
+    script = Script()
+    with pytest.raises(ValueError, match="poml"):
+        make(script, Sleeper()).chat("m", **arguments)  # type: ignore[call-overload]
+    assert script.requests == []
+
+
+@pytest.mark.parametrize(
+    ("failure", "raised"),
+    [(httpx.ReadError("connection reset"), ConnectionFailed), (httpx.ReadTimeout("slow"), ClientTimeout)],
+    ids=["read-error", "read-timeout"],
+)
+def test_a_body_that_fails_mid_way_is_the_clients_error_and_not_sent_again(
+    failure: Exception, raised: type[Exception]
+) -> None:
+    def reply() -> httpx.Response:
+        body = Parts([b'{"model": "m", "message": {"role": "assis'], fail=failure)
+        return httpx.Response(200, stream=body, headers={"X-Shared-Ollama-Request-Id": "rid-9"})
+
+    script = Script(reply)
+    sleeper = Sleeper()
+    with pytest.raises(raised) as caught:
+        make(script, sleeper).chat("m", HI)
+    assert caught.value.request_id == "rid-9"  # type: ignore[attr-defined]
+    assert sleeper.waits == [] and len(script.requests) == 1
+
+
+def test_an_agent_run_is_not_sent_again_after_its_answer_was_lost() -> None:
+    script = Script(httpx.RemoteProtocolError("closed without a response"))
+    sleeper = Sleeper()
+    with pytest.raises(ConnectionFailed):
+        make(script, sleeper).agents.run("calc", "2+2?")
+    assert sleeper.waits == [] and len(script.requests) == 1
+    retried = Script(httpx.ConnectError("refused"), ok({"output": "4", "run_id": "r1"}))
+    assert make(retried, Sleeper()).agents.run("calc", "2+2?")["output"] == "4"  # never reached the service
+    assert len(retried.requests) == 2

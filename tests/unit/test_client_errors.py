@@ -3,18 +3,22 @@ and code, from either error format; ``Retry-After`` and request ids are carried.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import shared_ollama_client as client_api
 from shared_ollama_client._wire import parse_retry_after
 from shared_ollama_client.errors import (
     ERRORS_BY_CODE,
     BackendUnavailable,
+    HeaderTimeout,
     InternalError,
     InvalidRequest,
     ModelNotFound,
     NotFound,
     PromptTooLarge,
     RateLimited,
+    RequestBodyTimeout,
     SharedOllamaError,
     TenantBusy,
     UserBusy,
@@ -23,6 +27,7 @@ from shared_ollama_client.errors import (
 
 from shared_ollama import errors as service_errors
 from shared_ollama.api.errors import native_error_body, openai_error_body
+from shared_ollama.http_server import REQUEST_HEAD_TIMEOUT
 
 
 def _service_classes() -> list[type[service_errors.SharedOllamaError]]:
@@ -48,6 +53,17 @@ def test_every_code_of_the_service_maps_to_its_class(service_cls: type[service_e
         assert error.retry_after == raised.retry_after
         assert error.request_id == "req-1"
         assert getattr(client_api, type(error).__name__) is type(error), "exported by the package"
+
+
+def test_the_answer_to_a_late_request_head_is_a_header_timeout() -> None:
+    """Made outside the hierarchy (``http_server.py``); the other such code, ``client_closed``, is a bodiless 499
+    to a client that has already gone, so no client ever reads it."""
+    head, _, body = REQUEST_HEAD_TIMEOUT.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    error = error_from_body(408, json.loads(body))
+    assert type(error) is HeaderTimeout and isinstance(error, RequestBodyTimeout)
+    assert (error.code, error.status) == ("header_timeout", 408)
+    assert ERRORS_BY_CODE["header_timeout"] is HeaderTimeout is client_api.HeaderTimeout
 
 
 def test_an_error_frame_without_a_status_gets_its_codes_status() -> None:

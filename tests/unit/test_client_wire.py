@@ -19,8 +19,9 @@ from shared_ollama_client.errors import (
 )
 
 NDJSON_CHAT = _calls.chat(
-    "m", [], options=None, stream=True, format=None, tools=None, keep_alive=None, think=None, cache=None, extra=None
-)
+    "m", [], poml=None, context=None, options=None, stream=True, format=None, tools=None, keep_alive=None,
+    think=None, cache=None, extra=None,
+)  # fmt: skip
 SSE = Call("POST", "/x", stream=True, sse=True)
 
 
@@ -28,6 +29,8 @@ def test_unset_fields_are_not_sent_and_set_ones_keep_the_native_names() -> None:
     call = _calls.chat(
         "smollm2:135m",
         [{"role": "user", "content": "Hi"}],
+        poml=None,
+        context=None,
         options={"num_predict": 4},
         stream=False,
         format="json",
@@ -54,6 +57,8 @@ def test_model_names_keep_their_slashes_and_colons_in_paths() -> None:
     assert _calls.models_show("hf.co/owner/repo:Q4_K_M").path == "/api/v1/models/hf.co/owner/repo:Q4_K_M/show"
     assert _calls.models_delete("a b").path == "/api/v1/models/a%20b"
     assert _calls.models_delete("x").resend is False, "a change is not sent twice after a lost answer"
+    run = _calls.agents_run("calc", "2+2?", messages=None, stream=False, max_steps=None, session=None)
+    assert run.resend is False, "an agent run (its tools act) is not sent twice after a lost answer"
     assert _calls.health().retry is False
 
 

@@ -1,6 +1,7 @@
 """The service files in deploy/: each is checked by its own tool where the tool is here (systemd-analyze, docker
 compose), parsed otherwise (plistlib, YAML, the Dockerfile's instructions), and every SHARED_OLLAMA_* variable
-they set is a real setting with a valid value. No image is built."""
+they set is a real setting with a valid value; POML templates can render under each (the unit lets the renderer
+create its namespaces, Docker renders them in trusted mode). No image is built."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from shared_ollama.service.poml.renderer import NAMESPACES
 from shared_ollama.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +37,17 @@ SLIM_IMAGE_LIBS = {"libc", "libm", "libpthread", "libdl", "librt", "libresolv", 
 """System libraries python:3.11-slim already has (glibc, libstdc++6, libgcc-s1, zlib1g)."""
 LIBS_OF_PACKAGES = {"libgomp1": {"libgomp"}}
 """What the Debian packages the Dockerfile installs provide."""
+NAMESPACE_OF_OPTION = {
+    "--user": "user",
+    "--net": "net",
+    "--pid": "pid",
+    "--ipc": "ipc",
+    "--mount": "mnt",
+    "--uts": "uts",
+    "--cgroup": "cgroup",
+    "--time": "time",
+}
+"""``unshare``'s options and the namespace types systemd's ``RestrictNamespaces=`` names them by."""
 
 
 # --- parsers --------------------------------------------------------------------------------------------------
@@ -136,12 +149,25 @@ def _interpolated(value: str) -> str:
 
 
 def _setting_values(pairs: dict[str, str], where: str) -> Settings:
-    """Fails unless every SHARED_OLLAMA_* name is a setting and every value valid for it."""
+    """Fails unless every SHARED_OLLAMA_* name is a setting and every value valid for it. The settings are read
+    from ``pairs`` alone: the process's SHARED_OLLAMA_* variables are removed while they are built."""
     prefix = "SHARED_OLLAMA_"
     fields = {name[len(prefix) :].lower(): value for name, value in pairs.items() if name.startswith(prefix)}
     unknown = sorted(set(fields) - set(Settings.model_fields))
     assert not unknown, f"{where} sets variables that are no setting: {unknown}"
-    return Settings(_env_file=None, **fields)  # raises on a value the setting refuses
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [name for name in os.environ if name.upper().startswith(prefix)]:
+            patch.delenv(name)
+        return Settings(_env_file=None, **fields)  # raises on a value the setting refuses
+
+
+def test_the_settings_checked_come_from_the_files_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHARED_OLLAMA_PORT", "not-a-port")  # would be refused, were it read
+    monkeypatch.setenv("SHARED_OLLAMA_DEFAULT_MODEL", "from-the-environment")
+    settings = _setting_values({"SHARED_OLLAMA_DATA_DIR": "/var/lib/x"}, "a file")
+    assert str(settings.data_dir) == "/var/lib/x"
+    assert settings.port == Settings.model_fields["port"].default
+    assert settings.default_model == Settings.model_fields["default_model"].default
 
 
 # --- systemd --------------------------------------------------------------------------------------------------
@@ -211,6 +237,48 @@ def test_the_systemd_unit_runs_one_hardened_process_as_its_own_user() -> None:
     assert _one(service, "ReadWritePaths").split() == [data_dir]
     assert data_dir == "/var/lib/" + _one(service, "StateDirectory")
     assert _one(unit["Install"], "WantedBy") == "multi-user.target"
+
+
+def test_the_unit_lets_poml_renders_create_their_namespaces_and_no_others() -> None:
+    service = _unit(UNIT)["Service"]
+    needed = {NAMESPACE_OF_OPTION[option] for option in NAMESPACES if option in NAMESPACE_OF_OPTION}
+    assert needed == {"user", "net", "pid", "ipc"}  # the renderer's isolated mode (service/poml/renderer.py)
+    assert set(_one(service, "RestrictNamespaces").split()) == needed
+    environment = dict(v.split("=", 1) for k, v in service if k == "Environment")
+    assert _setting_values(environment, "the unit").poml_mode == "isolated"
+
+
+def _system_calls(tool: str, group: str, seen: dict[str, set[str]]) -> set[str]:
+    """The system calls of a ``SystemCallFilter=`` group (its nested groups expanded), or the call it names."""
+    if not group.startswith("@"):
+        return {group}
+    if group not in seen:
+        seen[group] = set()
+        listing = subprocess.run(
+            [tool, "syscall-filter", "--no-pager", group], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+        for line in listing.splitlines()[1:]:
+            name = line.strip()
+            if name and not name.startswith("#"):
+                seen[group] |= _system_calls(tool, name, seen)
+    return seen[group]
+
+
+def test_the_units_system_call_filter_lets_the_renderer_unshare() -> None:
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed here (no systemd)")
+    seen: dict[str, set[str]] = {}
+    allowed: set[str] = set()
+    denied: set[str] = set()
+    for key, value in _unit(UNIT)["Service"]:
+        if key == "SystemCallFilter":
+            deny = value.startswith("~")
+            calls = set().union(*(_system_calls(tool, group, seen) for group in value.lstrip("~").split()))
+            (denied if deny else allowed).update(calls)
+    assert {"read", "openat", "clone"} <= allowed  # the groups were expanded
+    assert "unshare" in allowed - denied
+    assert "pivot_root" in denied and "chroot" in denied  # ~@privileged: nothing of it, even as a render's root
 
 
 def test_every_setting_the_systemd_files_name_is_a_real_one_with_a_valid_value() -> None:
@@ -346,6 +414,20 @@ def test_the_image_has_every_system_library_the_engine_links() -> None:
         if re.search(rf"\b{re.escape(package)}\b", installs):
             provided |= libs
     assert linked <= provided, f"the image lacks {sorted(linked - provided)}: install their Debian packages"
+
+
+def test_docker_renders_poml_templates_in_trusted_mode_the_container_being_the_sandbox() -> None:
+    """Docker's default seccomp profile refuses user namespaces to a container without capabilities (compose drops
+    them all), so the isolated mode could only refuse templates there."""
+    final = _final_stage(_dockerfile())
+    image_env = {k: v for word, arg in final if word == "ENV" for k, v in _env_pairs(arg).items()}
+    assert _setting_values(image_env, "the Dockerfile").poml_mode == "trusted"
+    gateway = _compose()["services"]["gateway"]  # type: ignore[index]
+    env = {k: _interpolated(str(v)) for k, v in gateway["environment"].items()}
+    assert _setting_values(env, "compose.yaml").poml_mode == "trusted"
+    assert gateway["cap_drop"] == ["ALL"] and "no-new-privileges:true" in gateway["security_opt"]
+    users = [arg for word, arg in final if word == "USER"]
+    assert users[-1] not in ("root", "0")
 
 
 def _compose_tool() -> list[str] | None:

@@ -70,8 +70,13 @@ def test_the_limits_in_the_stability_plan_are_the_settings_defaults() -> None:
 
 def test_the_readme_starts_with_the_two_commands_then_the_guides() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    first_block = readme.split("```")[1]
-    assert "./scripts/core/start.sh" in first_block and "./scripts/core/test.sh" in first_block
+    top, first_block, after = readme.split("```", 2)
+    title, _, intro = top.strip().partition("\n")
+    assert title.startswith("# ") and intro.strip(), "a title, then one sentence"
+    assert "\n" not in intro.strip() and intro.strip().count(". ") == 0 and intro.strip().endswith("."), intro
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines()[1:] if line.strip()]
+    assert commands == ["./scripts/core/start.sh", "./scripts/core/test.sh"], "the two commands, nothing else"
+    assert after.lstrip("\n").startswith("## Guides\n"), "the guides come right after the commands"
     guides = _section(readme, "## Guides")
     assert readme.index("\n## ") == readme.index("\n## Guides\n"), "the first section after the commands is Guides"
     assert "](docs/README.md)" in guides

@@ -48,7 +48,7 @@ def agents_of(request: Request) -> Agents:
     return agents
 
 
-@router.get("", summary="The tenant's agents (an admin's: every tenant's)")
+@router.get("", summary="The tenant's agents (every tenant's for an operator key)")
 async def list_agents(request: Request) -> Response:
     return json_response({"agents": await agents_of(request).list(context_of(request))})
 

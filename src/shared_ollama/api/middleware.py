@@ -48,6 +48,8 @@ _NOT_RECORDED = frozenset(
         "/api/v1/usage",
     }
 )
+_ADMIN_PREFIX = "/api/v1/admin/"
+"""The admin API: operations, kept in the audit log, not counted as traffic."""
 CLIENT_CLOSED = "client_closed"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _SEGMENT = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,23}$")
@@ -130,7 +132,7 @@ class RequestIdMiddleware:
             raise
         finally:
             REQUEST_ID.reset(token)
-            if path not in _NOT_RECORDED:
+            if path not in _NOT_RECORDED and not path.startswith(_ADMIN_PREFIX):  # admin actions: the audit log
                 self._finish(scope, record, started, finished)
 
     def _finish(self, scope: Scope, record: RequestRecord, started: float, finished: bool) -> None:

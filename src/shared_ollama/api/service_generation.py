@@ -12,7 +12,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from shared_ollama.api.deps import context_of, gateway_of
+from shared_ollama.api.deps import context_of, gateway_of, tenant_of
 from shared_ollama.api.http import json_response, ndjson_response, parse, read_json, start_stream, validate
 from shared_ollama.api.model_common import listed_models
 from shared_ollama.api.openai import chat_completions
@@ -52,7 +52,8 @@ async def chat(request: Request) -> Response:
     template = take_poml(data, max_bytes=gateway_of(request).settings.poml_max_template_bytes)
     if template is not None:
         renderer: PomlRenderer = request.app.state.poml
-        apply_rendered(data, await until_disconnect(request, renderer.render(template.markup, template.context)))
+        rendering = renderer.render(template.markup, template.context, tenant=tenant_of(request).name)
+        apply_rendered(data, await until_disconnect(request, rendering))
     req = validate(ChatRequest, data)
     return await _native(request, "/api/chat", req.to_engine(), req.stream is True)
 

@@ -44,8 +44,10 @@ def _messages(messages: Messages) -> list[JsonObject]:
 
 def chat(
     model: str,
-    messages: Messages,
+    messages: Messages | None,
     *,
+    poml: str | None,
+    context: Mapping[str, Any] | None,
     options: Options | None,
     stream: bool,
     format: Format | None,
@@ -55,9 +57,17 @@ def chat(
     cache: str | None,
     extra: Mapping[str, Any] | None,
 ) -> Call:
+    """The chat of ``messages``, or of a POML template (``poml``, rendered by the service with the variables of
+    ``context``): exactly one of the two."""
+    if (messages is None) == (poml is None):
+        raise ValueError("chat takes either messages or poml (a POML template rendered to messages), not both")
+    if context is not None and poml is None:
+        raise ValueError("context is the variables of a poml template: pass it with poml")
     fields = {
         "model": model,
-        "messages": _messages(messages),
+        "messages": _messages(messages) if messages is not None else None,
+        "poml": poml,
+        "context": dict(context) if context is not None else None,
         "options": dict(options) if options is not None else None,
         "stream": stream,
         "format": format,
@@ -248,4 +258,12 @@ def agents_run(
         "max_steps": max_steps,
         "session": session,
     }
-    return Call("POST", f"/api/v1/agents/{_name(name)}/run", _body(fields), stream=stream, complete=_agent_done)
+    # a run calls tools (http_get, MCP servers) that may act on the world: never sent twice for one answer lost
+    return Call(
+        "POST",
+        f"/api/v1/agents/{_name(name)}/run",
+        _body(fields),
+        stream=stream,
+        complete=_agent_done,
+        resend=False,
+    )

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from shared_ollama_client._retry import RetryBudget
-from shared_ollama_client._wire import RETRY_STATUSES, Call, error_of
+from shared_ollama_client._wire import REQUEST_ID_HEADER, RETRY_STATUSES, Call, error_of
 from shared_ollama_client.errors import ClientTimeout, ConnectionFailed, InvalidResponse, SharedOllamaError
 
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
@@ -23,6 +23,14 @@ def transport_error(exc: httpx.TransportError, base_url: object) -> SharedOllama
     if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
         return ClientTimeout(f"no answer from the service at {base_url} within the client's timeout ({exc!r})")
     return ConnectionFailed(f"the connection to the service at {base_url} failed: {exc!r}")
+
+
+def body_error(exc: httpx.TransportError, response: httpx.Response, base_url: object) -> SharedOllamaError:
+    """A failure while an answer's body was read (its status had arrived): ``ClientTimeout`` or
+    ``ConnectionFailed`` with the answer's request id; never sent again (the service had answered)."""
+    failure = transport_error(exc, base_url)
+    failure.request_id = response.headers.get(REQUEST_ID_HEADER)
+    return failure
 
 
 def resendable(exc: httpx.TransportError, call: Call) -> bool:

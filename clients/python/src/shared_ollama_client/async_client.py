@@ -14,7 +14,7 @@ import httpx
 from shared_ollama_client import _calls
 from shared_ollama_client._calls import Format, Messages, Options
 from shared_ollama_client._retry import RetryBudget
-from shared_ollama_client._transport import parsed, send_async
+from shared_ollama_client._transport import body_error, parsed, send_async
 from shared_ollama_client._wire import Call, ImageInput, encode_images, headers
 from shared_ollama_client.client import DEFAULT_MAX_RETRY_SECONDS, DEFAULT_TIMEOUT, DEFAULT_URL
 from shared_ollama_client.resources import AsyncAgents, AsyncModels
@@ -88,6 +88,8 @@ class AsyncClient:
         response = await self._open(call)
         try:
             await response.aread()
+        except httpx.TransportError as exc:
+            raise body_error(exc, response, self._http.base_url) from exc
         finally:
             await response.aclose()
         return parsed(response)
@@ -116,8 +118,10 @@ class AsyncClient:
     async def chat(
         self,
         model: str,
-        messages: Messages,
+        messages: Messages | None = ...,
         *,
+        poml: str | None = ...,
+        context: Mapping[str, Any] | None = ...,
         options: Options | None = ...,
         stream: Literal[False] = ...,
         format: Format | None = ...,
@@ -131,8 +135,10 @@ class AsyncClient:
     async def chat(
         self,
         model: str,
-        messages: Messages,
+        messages: Messages | None = ...,
         *,
+        poml: str | None = ...,
+        context: Mapping[str, Any] | None = ...,
         options: Options | None = ...,
         stream: Literal[True],
         format: Format | None = ...,
@@ -145,8 +151,10 @@ class AsyncClient:
     async def chat(
         self,
         model: str,
-        messages: Messages,
+        messages: Messages | None = None,
         *,
+        poml: str | None = None,
+        context: Mapping[str, Any] | None = None,
         options: Options | None = None,
         stream: bool = False,
         format: Format | None = None,
@@ -156,9 +164,12 @@ class AsyncClient:
         cache: str | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> ChatResponse | AsyncStream[ChatChunk]:
-        """A chat answer (``/api/v1/chat``), or with ``stream=True`` its chunks as they are generated."""
+        """A chat answer (``/api/v1/chat``), or with ``stream=True`` its chunks as they are generated.
+
+        Either ``messages``, or ``poml``: a POML template the service renders to messages with the variables of
+        ``context`` (docs/POML_GUIDE.md); ``ValueError`` for both or neither."""
         call = _calls.chat(
-            model, messages, options=options, stream=stream, format=format, tools=tools,
+            model, messages, poml=poml, context=context, options=options, stream=stream, format=format, tools=tools,
             keep_alive=keep_alive, think=think, cache=cache, extra=extra,
         )  # fmt: skip
         return cast("ChatResponse | AsyncStream[ChatChunk]", await self._answer(call))

@@ -13,7 +13,7 @@ import httpx
 from shared_ollama_client import _calls
 from shared_ollama_client._calls import Format, Messages, Options
 from shared_ollama_client._retry import RetryBudget
-from shared_ollama_client._transport import parsed, send
+from shared_ollama_client._transport import body_error, parsed, send
 from shared_ollama_client._wire import Call, ImageInput, encode_images, headers
 from shared_ollama_client.resources import Agents, Models
 from shared_ollama_client.streams import Stream
@@ -85,6 +85,8 @@ class Client:
         response = self._open(call)
         try:
             response.read()
+        except httpx.TransportError as exc:
+            raise body_error(exc, response, self._http.base_url) from exc
         finally:
             response.close()
         return parsed(response)
@@ -113,8 +115,10 @@ class Client:
     def chat(
         self,
         model: str,
-        messages: Messages,
+        messages: Messages | None = ...,
         *,
+        poml: str | None = ...,
+        context: Mapping[str, Any] | None = ...,
         options: Options | None = ...,
         stream: Literal[False] = ...,
         format: Format | None = ...,
@@ -128,8 +132,10 @@ class Client:
     def chat(
         self,
         model: str,
-        messages: Messages,
+        messages: Messages | None = ...,
         *,
+        poml: str | None = ...,
+        context: Mapping[str, Any] | None = ...,
         options: Options | None = ...,
         stream: Literal[True],
         format: Format | None = ...,
@@ -142,8 +148,10 @@ class Client:
     def chat(
         self,
         model: str,
-        messages: Messages,
+        messages: Messages | None = None,
         *,
+        poml: str | None = None,
+        context: Mapping[str, Any] | None = None,
         options: Options | None = None,
         stream: bool = False,
         format: Format | None = None,
@@ -153,9 +161,12 @@ class Client:
         cache: str | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> ChatResponse | Stream[ChatChunk]:
-        """A chat answer (``/api/v1/chat``), or with ``stream=True`` its chunks as they are generated."""
+        """A chat answer (``/api/v1/chat``), or with ``stream=True`` its chunks as they are generated.
+
+        Either ``messages``, or ``poml``: a POML template the service renders to messages with the variables of
+        ``context`` (docs/POML_GUIDE.md); ``ValueError`` for both or neither."""
         call = _calls.chat(
-            model, messages, options=options, stream=stream, format=format, tools=tools,
+            model, messages, poml=poml, context=context, options=options, stream=stream, format=format, tools=tools,
             keep_alive=keep_alive, think=think, cache=cache, extra=extra,
         )  # fmt: skip
         return cast("ChatResponse | Stream[ChatChunk]", self._answer(call))

@@ -104,6 +104,12 @@ class RequestBodyTimeout(SharedOllamaError):
     default_status = 408
 
 
+class HeaderTimeout(RequestBodyTimeout):
+    """408: the request's head (its line and headers) did not arrive in time; the service closed the connection."""
+
+    default_code = "header_timeout"
+
+
 class RequestTooLarge(SharedOllamaError):
     """413: the request body is over the service's limit."""
 
@@ -210,6 +216,7 @@ ERRORS_BY_CODE: Mapping[str, type[SharedOllamaError]] = {
         ModelNotFound,
         Conflict,
         RequestBodyTimeout,
+        HeaderTimeout,
         RequestTooLarge,
         TenantBusy,
         UserBusy,
@@ -223,7 +230,8 @@ ERRORS_BY_CODE: Mapping[str, type[SharedOllamaError]] = {
         InternalError,
     )
 }
-"""The class of each error code the service sends."""
+"""The class of each error code the service sends. (``client_closed``, 499, is only in the service's records: it
+answers a client that has already gone, with no body.)"""
 
 _BY_STATUS: Mapping[int, type[SharedOllamaError]] = {
     400: InvalidRequest,

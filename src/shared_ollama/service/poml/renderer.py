@@ -14,11 +14,14 @@ POML templates evaluate JavaScript (``{{ ... }}``), so each render runs sandboxe
   killed), its output read up to the body limit;
 - in ``isolated`` mode (the default) it also runs in new user, network, PID and IPC namespaces (``unshare``):
   no network at all and no other process in sight. Hosts that do not allow unprivileged user namespaces
-  refuse templates in that mode; ``trusted`` renders without the namespaces.
+  refuse templates in that mode (``501 not_implemented``, as when templates are ``off``); ``trusted`` renders
+  without the namespaces.
 
 Measured on the development machine (2 cores): one render takes about 1.4-2 s and 1.5 s of CPU, and about
 250 MB of memory at its peak, almost all of it Node.js loading the renderer. ``poml_concurrency`` renders run
-at once; a few more wait (bounded by the same time limit), the rest are refused with ``503 queue_full``.
+at once; a few more wait (bounded by the same time limit), the rest are refused with ``503 queue_full``. Renders
+come before admission (the rendered chat is what is admitted), so each tenant has at most one template waiting
+or rendering; another one of the same tenant meanwhile is ``429 tenant_busy``: no tenant fills the line.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from shared_ollama.errors import InternalError, InvalidRequest, QueueFull
+from shared_ollama.errors import FeatureNotImplemented, InternalError, InvalidRequest, QueueFull, TenantBusy
 from shared_ollama.protocol.poml import renderer_message
 from shared_ollama.settings import Settings
 
@@ -50,6 +53,8 @@ MAX_STDERR_BYTES = 64 * 1024
 """Error output kept (the message is at its start); the rest is read and dropped."""
 WAITING_PER_SLOT = 4
 """Templates that may wait for a renderer, per renderer; more are refused at once."""
+RENDER_SECONDS = 2.0
+"""About one render (measured: 1.4-2 s): the ``Retry-After`` of a tenant whose previous template is still pending."""
 NAMESPACES = ("--user", "--map-root-user", "--net", "--pid", "--ipc", "--fork", "--kill-child")
 """``unshare``'s options for an isolated render: no network, no other process visible, dies with its parent."""
 TEMPLATE = "template.poml"
@@ -108,6 +113,14 @@ def _kill(process: asyncio.subprocess.Process) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def _discard(made: asyncio.Future[str]) -> None:
+    """Remove the directory a worker thread made for a render that was cancelled meanwhile (the thread cannot be
+    stopped: this runs when it is done)."""
+    if made.cancelled() or made.exception() is not None:
+        return  # nothing was left: ``_prepare`` removes what it made when it fails
+    asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, made.result(), True)
+
+
 class PomlRenderer:
     """Renders ``/api/v1/chat``'s ``poml`` templates (see the module's docstring)."""
 
@@ -118,6 +131,7 @@ class PomlRenderer:
         self._concurrency = settings.poml_concurrency
         self._slots = asyncio.Semaphore(settings.poml_concurrency)
         self._waiting = 0
+        self._pending: set[str] = set()
         self._files = files
         self._prefix: list[str] = []
         self._unavailable: str | None = "POML templates are not available until the service has started"
@@ -174,13 +188,26 @@ class PomlRenderer:
             )
         return None
 
-    async def render(self, markup: str, context: JsonDict) -> object:
+    async def render(self, markup: str, context: JsonDict, *, tenant: str) -> object:
         """POML's result for the template and its variables (parsed JSON: ``messages``, ``schema``, ``tools``,
-        ``runtime``). A template that fails, is too slow, too big or too hungry: 400 naming ``poml``."""
+        ``runtime``). A template that fails, is too slow, too big or too hungry: 400 naming ``poml``. Templates
+        off or not available here: 501. ``tenant`` already has a template waiting or rendering: 429."""
         if self._unavailable is not None:
-            raise InvalidRequest(self._unavailable, param="poml")
+            raise FeatureNotImplemented(self._unavailable, param="poml")
+        if tenant in self._pending:
+            raise TenantBusy(
+                f"tenant {tenant!r} already has a POML template waiting or rendering (one at a time per tenant)",
+                retry_after=RENDER_SECONDS,
+            )
         if self._waiting >= self._concurrency * WAITING_PER_SLOT:
             raise QueueFull("too many POML templates are waiting to be rendered", retry_after=self._timeout)
+        self._pending.add(tenant)
+        try:
+            return await self._render(markup, context)
+        finally:
+            self._pending.discard(tenant)
+
+    async def _render(self, markup: str, context: JsonDict) -> object:
         self._waiting += 1
         try:
             async with asyncio.timeout(self._timeout):
@@ -192,7 +219,12 @@ class PomlRenderer:
         finally:
             self._waiting -= 1
         try:
-            work = Path(await asyncio.to_thread(self._prepare, markup, context))
+            made = asyncio.ensure_future(asyncio.to_thread(self._prepare, markup, context))
+            try:
+                work = Path(await asyncio.shield(made))
+            except asyncio.CancelledError:
+                made.add_done_callback(_discard)
+                raise
             try:
                 return await self._run(work, markup)
             finally:
@@ -203,8 +235,12 @@ class PomlRenderer:
     @staticmethod
     def _prepare(markup: str, context: JsonDict) -> str:
         work = tempfile.mkdtemp(prefix="shared-ollama-poml-")
-        Path(work, TEMPLATE).write_text(markup, encoding="utf-8")
-        Path(work, CONTEXT).write_bytes(orjson.dumps(context))
+        try:
+            Path(work, TEMPLATE).write_text(markup, encoding="utf-8")
+            Path(work, CONTEXT).write_bytes(orjson.dumps(context))
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
         return work
 
     def _command(self, work: Path) -> list[str]:
