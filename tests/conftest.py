@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from shared_ollama.service.poml.renderer import NAMESPACES
 from tests.support.redis_server import redis_server, redis_server_binary
 
 
@@ -42,3 +45,21 @@ def redis_url() -> Iterator[str]:
         pytest.skip(reason)
     with redis_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def poml_isolation() -> None:
+    """Skip, with the reason, a test that needs POML's isolated renders where this host cannot make the namespaces
+    (a container whose seccomp profile forbids user namespaces, say): the service then refuses templates with a 501,
+    which its own tests prove."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("no unshare command: this host cannot isolate POML renders")
+    try:
+        probe = subprocess.run(
+            [unshare, *NAMESPACES, "true"], capture_output=True, text=True, timeout=10, check=False, env={}
+        )
+    except subprocess.TimeoutExpired:
+        pytest.skip("unshare did not finish: this host cannot isolate POML renders")
+    if probe.returncode != 0:
+        pytest.skip(f"this host cannot isolate POML renders: {probe.stderr.strip()[:200]}")

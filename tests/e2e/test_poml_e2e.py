@@ -10,7 +10,7 @@ import httpx
 import pytest
 from shared_ollama_client import Client
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("poml_isolation")]
 
 TEMPLATE = """<poml>
   <system-msg>You are a geography teacher. Answer in one short sentence.</system-msg>

@@ -46,6 +46,7 @@ def received(engine: FakeEngine, tag: str) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.usefixtures("poml_isolation")
 async def test_a_template_is_rendered_and_sent_as_a_native_chat(
     fake_engine: tuple[str, FakeEngine], tmp_path: Path
 ) -> None:
@@ -75,6 +76,7 @@ async def test_a_template_is_rendered_and_sent_as_a_native_chat(
     assert "poml" not in body and "context" not in body
 
 
+@pytest.mark.usefixtures("poml_isolation")
 async def test_a_streamed_template_chat_streams(
     gateway: httpx.AsyncClient, fake_engine: tuple[str, FakeEngine]
 ) -> None:
@@ -92,6 +94,7 @@ async def test_a_streamed_template_chat_streams(
     assert body["messages"] == [{"role": "user", "content": f"Hello {tag}"}]
 
 
+@pytest.mark.usefixtures("poml_isolation")
 async def test_a_bad_template_is_a_400_with_the_renderers_message(
     gateway: httpx.AsyncClient, fake_engine: tuple[str, FakeEngine]
 ) -> None:

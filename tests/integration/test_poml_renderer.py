@@ -78,6 +78,7 @@ def connected(sock: socket.socket) -> bool:
     return True
 
 
+@pytest.mark.usefixtures("poml_isolation")
 async def test_a_template_renders_with_its_variables(tmp_path: Path, work_dir: Path) -> None:
     poml = await renderer(tmp_path)
     markup = "<poml><system-msg>Be terse.</system-msg><human-msg>Say hello to {{ name }}.</human-msg></poml>"
@@ -91,6 +92,7 @@ async def test_a_template_renders_with_its_variables(tmp_path: Path, work_dir: P
     assert not any(work_dir.iterdir())  # noqa: ASYNC240 (a test's own directory)
 
 
+@pytest.mark.usefixtures("poml_isolation")
 async def test_a_template_reaches_no_file_process_secret_or_network(
     tmp_path: Path, work_dir: Path, listener: socket.socket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -135,6 +137,7 @@ async def test_trusted_mode_lets_templates_reach_the_network(
     assert connected(listener)
 
 
+@pytest.mark.usefixtures("poml_isolation")
 async def test_a_template_that_never_ends_is_stopped_at_the_time_limit(tmp_path: Path, work_dir: Path) -> None:
     poml = await renderer(tmp_path, poml_timeout_seconds=3.0)
     with pytest.raises(InvalidRequest) as caught:
@@ -145,6 +148,7 @@ async def test_a_template_that_never_ends_is_stopped_at_the_time_limit(tmp_path:
     assert not any(work_dir.iterdir())  # noqa: ASYNC240 (a test's own directory)
 
 
+@pytest.mark.usefixtures("poml_isolation")
 async def test_a_cancelled_render_stops_its_process(tmp_path: Path, work_dir: Path) -> None:
     poml = await renderer(tmp_path)
     task = asyncio.create_task(poml.render(lines("{{ (() => { for (;;) {} })() }}"), {}, tenant="t"))
@@ -160,6 +164,7 @@ async def test_a_cancelled_render_stops_its_process(tmp_path: Path, work_dir: Pa
     assert not any(work_dir.iterdir())  # noqa: ASYNC240 (a test's own directory)
 
 
+@pytest.mark.usefixtures("poml_isolation")
 async def test_output_over_the_body_limit_is_refused(tmp_path: Path, work_dir: Path) -> None:
     poml = await renderer(tmp_path, max_body_bytes=4096)
     with pytest.raises(InvalidRequest) as caught:
@@ -167,6 +172,7 @@ async def test_output_over_the_body_limit_is_refused(tmp_path: Path, work_dir: P
     assert "rendered more than 4096 bytes" in caught.value.message
 
 
+@pytest.mark.usefixtures("poml_isolation")
 async def test_a_template_past_the_heap_limit_is_refused(tmp_path: Path, work_dir: Path) -> None:
     poml = await renderer(tmp_path)
     with pytest.raises(InvalidRequest) as caught:
@@ -174,6 +180,7 @@ async def test_a_template_past_the_heap_limit_is_refused(tmp_path: Path, work_di
     assert "more than 192 MB of memory" in caught.value.message
 
 
+@pytest.mark.usefixtures("poml_isolation")
 async def test_a_syntax_error_is_the_renderers_message_with_its_place(tmp_path: Path, work_dir: Path) -> None:
     poml = await renderer(tmp_path)
     with pytest.raises(InvalidRequest) as caught:

@@ -58,7 +58,9 @@ FUZZ_CONFIG = {
 def gateway_schema(fake_engine: tuple[str, FakeEngine], tmp_path: Path) -> Iterator[Any]:
     """The schema served by the app itself; schemathesis runs the app's lifespan (and ends it after the test)."""
     url, _ = fake_engine
-    app = create_app(Settings(engine="external", ollama_url=url, data_dir=tmp_path))
+    # POML renders without namespaces here, so the fuzz means the same on a host that cannot make them (the
+    # isolated renders have tests of their own, tests/integration/test_poml_renderer.py).
+    app = create_app(Settings(engine="external", ollama_url=url, data_dir=tmp_path, poml_mode="trusted"))
     config = SchemathesisConfig.from_dict(FUZZ_CONFIG)
     try:
         yield schemathesis.openapi.from_asgi("/api/openapi.json", app, config=config)
