@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 
 from shared_ollama.app import create_app
+from shared_ollama.http_server import server_config
 from shared_ollama.settings import Settings
 from tests.support.fake_engine import FakeEngine
 from tests.support.observability import Gateways
@@ -65,11 +66,16 @@ class ServedGateway:
     """The gateway app under uvicorn in a thread of its own, on a free loopback port (real connections, so
     client disconnects reach it as they do in production)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, as_serve: bool = False) -> None:
+        """``as_serve``: with the server configuration ``shared-ollama serve`` uses (its read timeouts included)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.app = create_app(settings.model_copy(update={"port": self.port}))
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        settings = settings.model_copy(update={"port": self.port})
+        self.app = create_app(settings)
+        if as_serve:
+            config = server_config(settings, self.app, host="127.0.0.1", port=self.port)
+        else:
+            config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -101,6 +107,21 @@ def serve_gateway(fake_engine: tuple[str, FakeEngine], tmp_path: Path) -> Iterat
     yield start
     for served in started:
         served.__exit__()
+
+
+@pytest.fixture
+def served(fake_engine: tuple[str, FakeEngine], tmp_path: Path) -> Iterator[int]:
+    """The port of a gateway served as ``serve`` serves it, with 0.5 s header and body timeouts."""
+    settings = Settings(
+        engine="external",
+        ollama_url=fake_engine[0],
+        data_dir=tmp_path,
+        header_timeout=0.5,
+        body_timeout=0.5,
+        log_level="warning",
+    )
+    with ServedGateway(settings, as_serve=True) as gateway:
+        yield gateway.port
 
 
 class Engine:

@@ -19,9 +19,7 @@ import pytest
 import uvicorn
 import yaml
 
-from shared_ollama.app import create_app
 from shared_ollama.engine.server import create_engine_app
-from shared_ollama.http_server import server_config
 from shared_ollama.settings import Settings
 from tests.integration.conftest import ServedGateway, until
 from tests.support.fake_engine import FakeEngine
@@ -103,30 +101,6 @@ async def test_sizes_over_the_limit_and_bad_digests_are_refused(
 
     await until(engine_saw_the_cut, "the engine's upload cut off")
     assert len(engine.blobs) == before, "no upload over the limit reached its end at the engine"
-
-
-@pytest.fixture
-def served(fake_engine: tuple[str, FakeEngine], tmp_path: Path) -> Iterator[int]:
-    """The port of a gateway served as ``serve`` serves it, with a 0.5 s body timeout."""
-    port = free_port()
-    settings = Settings(
-        engine="external",
-        ollama_url=fake_engine[0],
-        data_dir=tmp_path,
-        port=port,
-        body_timeout=0.5,
-        log_level="warning",
-    )
-    server = uvicorn.Server(server_config(settings, create_app(settings), host="127.0.0.1", port=port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline and thread.is_alive():
-        time.sleep(0.01)  # readiness polling of a thread we own, bounded
-    assert server.started, "gateway did not start"
-    yield port
-    server.should_exit = True
-    thread.join(timeout=20)
 
 
 async def test_an_upload_may_take_longer_than_the_body_timeout_while_bytes_keep_coming(

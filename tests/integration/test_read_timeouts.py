@@ -8,49 +8,14 @@ The gateway runs under uvicorn with exactly the configuration ``shared-ollama se
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 
-from shared_ollama.app import create_app
-from shared_ollama.http_server import server_config
-from shared_ollama.settings import Settings
 from tests.integration.conftest import chat
-from tests.support.fake_engine import FakeEngine
-from tests.support.processes import free_port
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def served(fake_engine: tuple[str, FakeEngine], tmp_path: Path) -> Iterator[int]:
-    """The port of a gateway served as ``serve`` serves it, with a 0.5 s header and body timeout."""
-    port = free_port()
-    settings = Settings(
-        engine="external",
-        ollama_url=fake_engine[0],
-        data_dir=tmp_path,
-        port=port,
-        header_timeout=0.5,
-        body_timeout=0.5,
-        log_level="warning",
-    )
-    server = uvicorn.Server(server_config(settings, create_app(settings), host="127.0.0.1", port=port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline and thread.is_alive():
-        time.sleep(0.01)  # readiness polling of a thread we own, bounded
-    assert server.started, "gateway did not start"
-    yield port
-    server.should_exit = True
-    thread.join(timeout=20)
 
 
 async def _answer_then_close(reader: asyncio.StreamReader) -> bytes:

@@ -163,7 +163,7 @@ async def run_agent(request: Request, name: str) -> Response:
     run = await agents.prepare(ctx, name, req)
     if not req.stream:
         done = await until_disconnect(request, last_event(run.events()))
-        return json_response(await agents.finish(ctx, name, run.session, done))
+        return json_response(await agents.finish(ctx, name, run, done))
     begun = await started(request, run)
     return StreamingResponse(_ndjson(request, agents, ctx, name, run, begun), media_type=NDJSON)
 
@@ -175,7 +175,7 @@ async def _ndjson(
     try:
         async for event in begun.all():
             if event.get("type") == "done":
-                event = {"type": "done", **await agents.finish(ctx, name, run.session, event)}
+                event = {"type": "done", **await agents.finish(ctx, name, run, event)}
             yield orjson.dumps(event) + b"\n"
     except Exception as exc:
         if not isinstance(exc, SharedOllamaError):

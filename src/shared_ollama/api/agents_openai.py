@@ -88,7 +88,7 @@ async def agent_chat_completion(request: Request, req: ChatCompletionRequest) ->
     created = int(time.time())
     if not req.stream:
         done = await until_disconnect(request, last_event(prepared.events()))
-        result = _succeeded(await agents.finish(ctx, name, prepared.session, done))
+        result = _succeeded(await agents.finish(ctx, name, prepared, done))
         native = _final(req.model, result)
         native["message"]["content"] = result.get("output") or ""
         return json_response(convert.chat_response_from_native(native, request_id=ctx.request_id, created=created))
@@ -100,7 +100,7 @@ async def agent_chat_completion(request: Request, req: ChatCompletionRequest) ->
                 chunk = {"model": req.model, "message": {"role": "assistant", "content": event["content"]}}
                 yield orjson.dumps({**chunk, "done": False})
             elif event.get("type") == "done":
-                result = _succeeded(await agents.finish(ctx, name, prepared.session, event))
+                result = _succeeded(await agents.finish(ctx, name, prepared, event))
                 yield orjson.dumps(_final(req.model, result))
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)

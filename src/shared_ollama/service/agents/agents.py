@@ -237,15 +237,14 @@ class Agents:
         model = PipelineModel(self.gateway, ctx)
         return PreparedRun(AgentLoop(model, self.toolbox, tool_ctx), plan, session, model.admitted)
 
-    async def finish(self, ctx: RequestContext, name: str, session: str, done: JsonDict) -> JsonDict:
+    async def finish(self, ctx: RequestContext, name: str, run: PreparedRun, done: JsonDict) -> JsonDict:
         """Store and count a finished run (its ``done`` event); the run's public result."""
+        session = run.session
         conversation = done.pop("conversation", [])
         done.pop("type", None)
         result = {**done, "agent": name, "session": session}
         usage = done.get("usage") or {}
-        agent = await self.store.get(ctx.tenant.name, name)
-        if agent is not None:
-            ctx.record.model = str(agent["model"])  # not the embedding model a document search used last
+        ctx.record.model = run.plan.model  # not the embedding model a document search used last
         ctx.record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
         ctx.record.completion_tokens = int(usage.get("completion_tokens") or 0)
         self.metrics.run(name, ctx.tenant.name, done)
