@@ -25,10 +25,10 @@ from shared_ollama.service.admission.tenants import DEFAULT_TENANT, Tenants
 from shared_ollama.service.agents.agents import Agents
 from shared_ollama.service.agents.documents import Documents
 from shared_ollama.service.agents.mcp_config import McpConfig, load_mcp_config, resolve_mcp_path
-from shared_ollama.service.agents.mcp_tools import McpTools
 from shared_ollama.service.agents.metrics import AgentMetrics
 from shared_ollama.service.agents.store import AgentStore
 from shared_ollama.service.agents.toolbox import ToolBox
+from shared_ollama.service.agents.tooling import ToolProvider
 from shared_ollama.service.agents.tools.builtin import BuiltinTools
 from shared_ollama.service.cache.caching import Caching, engine_embedder
 from shared_ollama.service.cache.response import CacheConfig, ResponseCache, make_store
@@ -65,8 +65,8 @@ async def _agents(
     settings: Settings, gateway: Gateway, tenants: Tenants, telemetry: Telemetry, stack: AsyncExitStack
 ) -> Agents:
     """The agents: their store (``<data_dir>/agents.sqlite3``) and documents (``agents_vectors.sqlite3``), the
-    built-in tools and the MCP
-    servers (started in the background: a server that cannot start is shown down, never blocks start-up)."""
+    built-in tools and the MCP servers (started in the background: a server that cannot start is shown down,
+    never blocks start-up). Without MCP servers the mcp SDK (about a second of imports) is never loaded."""
     store = AgentStore(settings.data_dir / "agents.sqlite3", retention_days=settings.analytics_retention_days)
     stack.push_async_callback(store.close)
     await store.start()
@@ -80,6 +80,17 @@ async def _agents(
         """As everywhere: with auth off every tenant is an admin."""
         return not tenants.auth_enabled or (tenant in tenants.names() and tenants.get(tenant).is_admin)
 
+    builtin = BuiltinTools.from_settings(settings)
+    metrics = AgentMetrics(telemetry.metrics, max_tenants=settings.metrics_max_tenants)
+
+    def toolbox(providers: list[ToolProvider]) -> ToolBox:
+        timeout, max_chars = settings.agent_tool_timeout_seconds, settings.agent_tool_result_max_chars
+        return ToolBox(providers, timeout=timeout, max_chars=max_chars)
+
+    if not config.servers:
+        return Agents(gateway, store, documents, toolbox([builtin]), metrics)
+    from shared_ollama.service.agents.mcp_tools import McpTools
+
     mcp = McpTools(
         config,
         is_admin=is_admin,
@@ -88,13 +99,7 @@ async def _agents(
     )
     stack.push_async_callback(mcp.close)
     await mcp.start()
-    toolbox = ToolBox(
-        [BuiltinTools.from_settings(settings), mcp],
-        timeout=settings.agent_tool_timeout_seconds,
-        max_chars=settings.agent_tool_result_max_chars,
-    )
-    metrics = AgentMetrics(telemetry.metrics, max_tenants=settings.metrics_max_tenants)
-    return Agents(gateway, store, documents, toolbox, metrics, mcp_status=mcp.status)
+    return Agents(gateway, store, documents, toolbox([builtin, mcp]), metrics, mcp_status=mcp.status)
 
 
 def _counter(settings: Settings) -> InflightCounter:

@@ -23,6 +23,15 @@ is written again on its way to the engine (and into cache keys), so deeper is re
 CLIENT_CLOSED_STATUS = 499
 """Status logged for a request whose client went away before its answer (nobody receives it)."""
 
+ANSWERED = "answered"
+"""Key in a request's ASGI state: the stream's final frame (the answer's end) has gone out."""
+
+
+def mark_answered(request: Request) -> None:
+    """Say that a streamed answer's final frame has been sent. A client that hangs up after reading it (many do,
+    without waiting for the end of the chunked body) received its whole answer: it is not ``client_closed``."""
+    request.scope.setdefault("state", {})[ANSWERED] = True
+
 
 class ClientDisconnected(Exception):
     """The client went away before its answer was ready."""

@@ -103,6 +103,41 @@ async def test_non_streamed_and_streamed_hang_ups_are_both_499_client_closed(
     await _assert_no_error_of_ours(client)
 
 
+async def test_a_client_that_hangs_up_after_a_streams_final_line_was_answered(
+    serve_gateway: Start, engine: Engine, http: Any
+) -> None:
+    """Many clients stop reading at the ``done`` line without waiting for the chunked body's end: they received
+    their whole answer, so it is counted as answered (200, its tokens in the usage), not ``client_closed``."""
+    gw = serve_gateway()
+    client = http(gw)
+    gate = gate_name()
+    body = orjson.dumps(chat(stream=True, num_predict=2, fake_hold_end=gate))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(_head("/api/chat", len(body)) + body)
+    await writer.drain()
+    seen = b""
+    while b'"done":true' not in seen:  # the engine holds its response open after this line
+        chunk = await asyncio.wait_for(reader.read(65536), timeout=30)
+        assert chunk, "the stream ended before its final line"
+        seen += chunk
+    await engine.waiting_at_least(gate, 1)
+    writer.close()
+    await writer.wait_closed()
+
+    async def recorded() -> bool:
+        return (await _summary(client))["requests"]["total"] >= 1
+
+    await until(recorded, "the stream recorded")
+    await engine.open(gate)
+    metrics = (await client.get("/metrics")).text
+    assert sample_sum(metrics, "shared_ollama_requests", "_total", route="/api/chat", status="200") == 1.0
+    assert await _closed_count(client) == 0
+    usage = await client.get("/api/v1/usage", params={"window": "1h", "tenant": TENANT}, headers=project(TENANT))
+    rows = usage.json()["rows"]
+    assert sum(int(row["requests"]) for row in rows) == 1
+    assert sum(int(row["completion_tokens"]) for row in rows) == 2
+
+
 async def test_every_answer_after_authentication_names_its_tenant(serve_gateway: Start, http: Any) -> None:
     gw = serve_gateway()
     client = http(gw)

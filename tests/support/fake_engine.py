@@ -23,13 +23,16 @@ Unknown paths (``/api/tokenize`` among them, as in real Ollama) answer 404 with 
 
 Gates, for tests that must hold requests at the engine: a request with ``options.fake_gate = "<name>"`` waits
 (before answering anything) until ``POST /_fake/open {"gate": "<name>"}``; an opened gate stays open.
-``GET /_fake/requests`` also reports how many requests wait at each gate.
+``GET /_fake/requests`` also reports how many requests wait at each gate. A streamed request with
+``options.fake_hold_end = "<name>"`` sends its final line, then holds its response open until that gate opens
+(as an engine still finishing its bookkeeping after the answer's last line).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -258,7 +261,18 @@ class FakeEngine:
                 self.cancelled += 1
                 return
         final = orjson.dumps(self._final(path, model, "", started, cfg.tokens)) + b"\n"
-        await send({"type": "http.response.body", "body": final})
+        hold = options.get("fake_hold_end")
+        if not isinstance(hold, str):
+            await send({"type": "http.response.body", "body": final})
+            return
+        await send({"type": "http.response.body", "body": final, "more_body": True})
+        self.waiting[hold] = self.waiting.get(hold, 0) + 1
+        try:
+            await self.gate(hold).wait()
+        finally:
+            self.waiting[hold] -= 1
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": b""})
 
 
 async def _json(send: Send, status: int, body: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from shared_ollama.errors import InternalError, SharedOllamaError
 from shared_ollama.service.admission.context import RequestContext
 from shared_ollama.service.agents.agents import Agents, PreparedRun
 from shared_ollama.service.agents.definition import AgentDefinition, RunRequest
-from shared_ollama.web import until_disconnect
+from shared_ollama.web import mark_answered, until_disconnect
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +177,12 @@ async def _ndjson(
             if event.get("type") == "done":
                 event = {"type": "done", **await agents.finish(ctx, name, run, event)}
             yield orjson.dumps(event) + b"\n"
+            if event.get("type") == "done":
+                mark_answered(request)
     except Exception as exc:
         if not isinstance(exc, SharedOllamaError):
             log.exception("agent run %s of %s failed", run.plan.run_id, name)
         error = exc if isinstance(exc, SharedOllamaError) else InternalError("the agent run failed unexpectedly")
         note_error(request, error)
         yield orjson.dumps({"type": "error", **native_error_body(error, request_id_of(request))}) + b"\n"
+        mark_answered(request)

@@ -27,7 +27,7 @@ from shared_ollama.protocol.anthropic_stream import Event, MessageEvents, accumu
 from shared_ollama.service.admission.context import RequestContext
 from shared_ollama.service.admission.prompts import BYTES_PER_TOKEN_ESTIMATE
 from shared_ollama.service.gateway import Gateway
-from shared_ollama.web import until_disconnect
+from shared_ollama.web import mark_answered, until_disconnect
 
 router = APIRouter(tags=["anthropic"], route_class=LeanRoute)
 
@@ -96,10 +96,13 @@ def _sse_response(request: Request, stack: AsyncExitStack, events: AsyncGenerato
         try:
             async for event in events:
                 yield sse(event)
+                if event[0] == "message_stop":
+                    mark_answered(request)
         except Exception as exc:
             error = exc if isinstance(exc, SharedOllamaError) else InternalError("the stream failed unexpectedly")
             note_error(request, error)
             yield sse(("error", anthropic_error(error, request_id)[1]))
+            mark_answered(request)
         finally:
             await events.aclose()
             await stack.aclose()

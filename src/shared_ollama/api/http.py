@@ -28,7 +28,7 @@ from shared_ollama.errors import (
     RequestTooLarge,
     SharedOllamaError,
 )
-from shared_ollama.web import ClientDisconnected, parse_json_object, until_disconnect
+from shared_ollama.web import ClientDisconnected, mark_answered, parse_json_object, until_disconnect
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -132,10 +132,13 @@ def ndjson_response(request: Request, stack: AsyncExitStack, lines: AsyncIterato
                 if line.startswith(b'{"error"'):
                     raise BackendError(str(orjson.loads(line).get("error", "engine error")))
                 yield line
+                if b'"done":true' in line or b'"status":"success"' in line:  # an answer's or a pull's last line
+                    mark_answered(request)
         except Exception as exc:
             error = _frame_error(exc)
             note_error(request, error)
             yield orjson.dumps(native_error_body(error, request_id)) + b"\n"
+            mark_answered(request)  # the error frame is the stream's answer
         finally:
             await stack.aclose()
 
@@ -160,10 +163,12 @@ def sse_response(
                 for event in convert(native):
                     yield b"data: " + orjson.dumps(event) + b"\n\n"
             yield b"data: [DONE]\n\n"
+            mark_answered(request)
         except Exception as exc:
             error = _frame_error(exc)
             note_error(request, error)
             yield b"data: " + orjson.dumps(openai_error_body(error, request_id)) + b"\n\n"
+            mark_answered(request)
         finally:
             await stack.aclose()
 

@@ -7,9 +7,11 @@ a dict the pipeline fills while it works (tenant, in-flight limit and remaining 
 out with the response's headers, errors included. When the last
 byte has been sent (or the client went away), the record gets its status, route and latency and goes to the
 app's telemetry — unless the path is an operational one (health, metrics, docs, the status page), which would
-only drown the figures in polling. A client that went away before its last byte is recorded once, one way:
-status 499, code ``client_closed``. A request no route matched is recorded under a bounded template of its
-method and path (``unmatched_route``), so a scan of random paths cannot grow the metrics' label sets.
+only drown the figures in polling. A client that went away before its answer is recorded once, one way:
+status 499, code ``client_closed``; a stream whose final frame was sent (``web.mark_answered``) was answered,
+even when its client hangs up before the chunked body's end. A request no route matched is recorded under a
+bounded template of its method and path (``unmatched_route``), so a scan of random paths cannot grow the
+metrics' label sets.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared_ollama.api.surfaces import surface_of
 from shared_ollama.logs import REQUEST_ID
 from shared_ollama.service.observability.records import RequestRecord
-from shared_ollama.web import CLIENT_CLOSED_STATUS
+from shared_ollama.web import ANSWERED, CLIENT_CLOSED_STATUS
 
 REQUEST_ID_HEADER = "X-Shared-Ollama-Request-Id"
 _HEADER_KEY = REQUEST_ID_HEADER.lower().encode()
@@ -139,7 +141,8 @@ class RequestIdMiddleware:
         record.latency = time.perf_counter() - started
         route = getattr(scope.get("route"), "path", None)
         record.route = route or self._unmatched_route(scope)
-        if not finished or record.status == CLIENT_CLOSED_STATUS:  # gone before its last byte, streamed or not
+        answered = finished or scope.get("state", {}).get(ANSWERED, False)  # a stream's final frame went out
+        if not answered or record.status == CLIENT_CLOSED_STATUS:  # gone before its answer, streamed or not
             record.status, record.code = CLIENT_CLOSED_STATUS, CLIENT_CLOSED
         telemetry = getattr(getattr(scope.get("app"), "state", None), "telemetry", None)
         if telemetry is not None:

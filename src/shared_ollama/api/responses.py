@@ -41,7 +41,7 @@ from shared_ollama.service.admission.prompts import check_prompt_size
 from shared_ollama.service.gateway import Gateway
 from shared_ollama.service.images.vision import Compression
 from shared_ollama.service.responses.store import ResponseStore, StoredResponse
-from shared_ollama.web import until_disconnect
+from shared_ollama.web import mark_answered, until_disconnect
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +248,8 @@ def _events(
                     await keep()
                 for event in produced:
                     yield _frame(event)
+                if machine.finished:
+                    mark_answered(request)
             if not machine.finished:
                 raise BackendError("the engine's stream ended before its final chunk")
         except Exception as exc:
@@ -258,6 +260,7 @@ def _events(
                 await keep()
             for event in failed:
                 yield _frame(event)
+            mark_answered(request)
         finally:
             await stack.aclose()
 
