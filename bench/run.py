@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.run            # scripted engine, all phases
     .venv/bin/python -m bench.run --quick    # fewer requests
     .venv/bin/python -m bench.run --real     # also tokens/s with the real embedded engine
+    .venv/bin/python -m bench.run --all      # every benchmark of docs/BENCHMARKS.md, one after the other
 
 The gateway is pinned to core 0, the engine and this load generator to the other core(s). Every figure is
 printed next to the direct figure from the same run; nothing here asserts.
@@ -126,12 +127,32 @@ async def _real(gateway: str, engine: str, runs: int) -> None:
     _row("real engine, streamed generate, tokens/s", direct / runs, gateway_tps / runs, "tok/s", "ratio >= 0.97")
 
 
+ALL = ("parity", "prefix", "affinity", "defaults", "coldstart", "memory")
+"""The benchmarks ``--all`` runs after this module's own phases, each in a process of its own, in this order."""
+
+
+def _all(quick: bool) -> int:
+    """Every benchmark, one at a time (each measures its reference in its own run); the exit status of the worst."""
+    worst = 0
+    for name in ALL:
+        print(f"\n=== bench.{name} ===", flush=True)
+        args = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if quick else [])]
+        started = time.perf_counter()
+        code = subprocess.run(args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False).returncode
+        print(f"=== bench.{name}: exit {code} after {time.perf_counter() - started:.0f} s ===", flush=True)
+        worst = max(worst, code)
+    return worst
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a tenth of the requests")
+    parser.add_argument("--all", action="store_true", help="this module's phases (--real), then every other bench")
     parser.add_argument("--real", action="store_true", help="also measure the real embedded engine")
     parser.add_argument("--skip-scripted", action="store_true", help="only the real-engine phase")
     args = parser.parse_args()
+    if args.all:
+        args.real = True
     cores = sorted(os.sched_getaffinity(0))
     gw_cores = {cores[0]}
     other = set(cores[1:]) or gw_cores
@@ -170,6 +191,9 @@ def main() -> None:
     finally:
         for proc in reversed(procs):
             stop(proc)
+        os.sched_setaffinity(0, set(cores))
+    if args.all:
+        sys.exit(_all(args.quick))
 
 
 if __name__ == "__main__":

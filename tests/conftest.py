@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from shared_ollama.service.poml.renderer import NAMESPACES
+from tests.support.ci import in_ci
 from tests.support.redis_server import redis_server, redis_server_binary
 
 
@@ -40,7 +41,7 @@ def redis_url() -> Iterator[str]:
     """A real redis-server for the session. Skipped when it is not installed, except in CI, where it fails."""
     if redis_server_binary() is None:
         reason = "redis-server is not installed (scripts/core/test.sh installs it: apt-get install redis-server)"
-        if os.environ.get("CI") == "true":
+        if in_ci(os.environ):
             pytest.fail(f"CI must run the Redis tests: {reason}", pytrace=False)
         pytest.skip(reason)
     with redis_server() as url:

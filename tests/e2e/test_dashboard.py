@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import start_gateway
+from tests.support.ci import in_ci
 from tests.support.processes import stop
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +39,7 @@ def chromium_binary() -> str:
     path = shutil.which("chromium")
     if path is None:
         reason = "chromium is not installed (scripts/core/test.sh installs it: apt-get install chromium)"
-        if os.environ.get("CI") == "true":
+        if in_ci(os.environ):
             pytest.fail(f"CI must run the status page test: {reason}", pytrace=False)
         pytest.skip(reason)
     return path
