@@ -250,15 +250,21 @@ def test_concurrent_requests_all_complete(client: ollama.Client) -> None:
     assert all(0 < c <= 8 for c in counts)
 
 
-def test_least_recently_used_model_is_evicted(model_store: Path, artifacts_dir: Path, tmp_path: Path) -> None:
-    """Room for two models, three asked for: the third evicts the one used longest ago, not the one loaded first."""
+def _own_store(model_store: Path, tmp_path: Path) -> ModelStore:
+    """A store of the test's own holding the chat model: copies made in it do not reach other tests."""
     source = ModelStore(model_store)
     text = source.get(CHAT)
     assert text is not None, f"{CHAT} is missing from {model_store}"
-    store = ModelStore(tmp_path / "store")  # a store of its own: the copies below do not reach other tests
+    store = ModelStore(tmp_path / "store")
     store.blobs.mkdir(parents=True)
     store.blob_path(text.digest).symlink_to(source.blob_path(text.digest).resolve())
     store.put(text)
+    return store
+
+
+def test_least_recently_used_model_is_evicted(model_store: Path, artifacts_dir: Path, tmp_path: Path) -> None:
+    """Room for two models, three asked for: the third evicts the one used longest ago, not the one loaded first."""
+    store = _own_store(model_store, tmp_path)
     port = free_port()
     proc = spawn(
         ["engine", "--host", "127.0.0.1", "--port", str(port)],
@@ -286,5 +292,41 @@ def test_least_recently_used_model_is_evicted(model_store: Path, artifacts_dir: 
         assert loaded() == {first, second}
         use(third)  # one must go to make room
         assert loaded() == {first, third}, "the least recently used model (the second) was evicted"
+    finally:
+        stop(proc)
+
+
+def test_switching_models_under_concurrency_hands_no_request_an_evicted_model(
+    model_store: Path, artifacts_dir: Path, tmp_path: Path
+) -> None:
+    """Room for one model, requests for two at once: every request is answered; a model just loaded for one request
+    is not evicted by a request for the other before it runs (that left it a closed model: a 500)."""
+    store = _own_store(model_store, tmp_path)
+    port = free_port()
+    proc = spawn(
+        ["engine", "--host", "127.0.0.1", "--port", str(port)],
+        env={
+            "SHARED_OLLAMA_MODELS_DIR": str(store.root),
+            "SHARED_OLLAMA_ENGINE_MAX_LOADED_MODELS": "1",
+            "SHARED_OLLAMA_ENGINE_NUM_PARALLEL": "2",
+        },
+        log_path=artifacts_dir / "engine-switching.log",
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http_ok(f"{url}/api/version", proc)
+        engine = ollama.Client(host=url, timeout=120)
+        other = "switch-b:latest"
+        engine.create(model=other, from_=CHAT, system="Answer in one word.")
+        names = [CHAT, other] * 4
+
+        def one(name: str) -> bool:
+            return bool(engine.chat(model=name, messages=HI, options={"num_predict": 2}).done)
+
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            answered = list(pool.map(one, names))
+        assert answered == [True] * len(names)
+        loads = httpx.get(f"{url}/api/ps", timeout=10).json()["loads"]
+        assert loads.get(CHAT, 0) >= 1 and loads.get(other, 0) >= 1, loads
     finally:
         stop(proc)

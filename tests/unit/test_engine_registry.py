@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,56 @@ async def test_the_default_cache_bound_is_the_machines(tmp_path: Path, loads: li
     finally:
         await registry.close()
     assert 1 <= loads[0]["cache_ram_mib"] <= 1024, "bounded, far below llama.cpp's 8 GiB default"
+
+
+async def test_a_model_just_loaded_is_not_evicted_before_its_request_uses_it(
+    tmp_path: Path, loads: list[dict[str, Any]]
+) -> None:
+    """Room for one model: a request for b evicts a and loads b; a request for a arrives meanwhile and waits for
+    room. b's load must reach b's request first (evicted in between, that request was left a closed model)."""
+    registry = _registry(tmp_path, engine_max_loaded_models=1)
+    a, b = entry(name="a:1", digest="sha256:a"), entry(name="b:1", digest="sha256:b")
+    still_loaded: dict[str, bool] = {}
+
+    async def ask(wanted: ModelEntry) -> None:
+        async with registry.use(wanted, None, None) as (model, _):
+            still_loaded[wanted.name] = model in registry.loaded()
+
+    try:
+        await registry.load(a, None, None)
+        await asyncio.wait_for(asyncio.gather(ask(b), ask(a)), 10)
+    finally:
+        await registry.close()
+    assert still_loaded == {"b:1": True, "a:1": True}
+    assert [c["name"] for c in loads] == ["a:1", "b:1", "a:1"]
+
+
+async def test_a_request_that_gives_up_its_model_lets_others_evict_it(
+    tmp_path: Path, loads: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request holding b from eviction (waiting to reload it) goes away: a request waiting for room gets it."""
+    registry = _registry(tmp_path, engine_max_loaded_models=1)
+    a, b = entry(name="a:1", digest="sha256:a"), entry(name="b:1", digest="sha256:b")
+    try:
+        await registry.load(b, None, None)
+        monkeypatch.setattr(registry, "_wait_idle", lambda name: asyncio.Event().wait())  # parks the reload
+        reload_b = asyncio.create_task(registry.load(b, 512, None))  # another context size: waits to reload b
+        await _settle()
+        load_a = asyncio.create_task(registry.load(a, None, None))
+        await _settle()
+        assert not load_a.done() and [m.entry.name for m in registry.loaded()] == ["b:1"], "b is spoken for"
+        reload_b.cancel()
+        await asyncio.wait_for(load_a, 10)
+    finally:
+        await registry.close()
+    assert [m.entry.name for m in registry.loaded()] in ([], ["a:1"])
+    assert [c["name"] for c in loads] == ["b:1", "a:1"]
+
+
+async def _settle() -> None:
+    """Let every task that can run, run (bounded)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
 
 
 def test_llama_params_carry_threads_and_the_cache_bound(tmp_path: Path) -> None:

@@ -124,11 +124,17 @@ class ModelRegistry:
         async with self._changed:
             await self._changed.wait_for(lambda: name not in self._loaded or self._loaded[name].in_flight == 0)
 
+    def _claimed(self, name: str) -> bool:
+        """A request for ``name`` is between its load and its use (it holds the model's lock): not evictable."""
+        lock = self._locks.get(name)
+        return lock is not None and lock.locked()
+
     async def _make_room(self) -> None:
-        """Evict least-recently-used idle models until one more fits (waits while all are busy)."""
+        """Evict least-recently-used idle models until one more fits (waits while all are busy). A model just
+        loaded for a request that has not taken it yet is busy: evicting it would leave that request a closed model."""
         async with self._changed:
             while len(self._loaded) + len(self._loading) >= self.settings.engine_max_loaded_models:
-                idle = [m for m in self._loaded.values() if m.in_flight == 0]
+                idle = [m for m in self._loaded.values() if m.in_flight == 0 and not self._claimed(m.entry.name)]
                 if idle:
                     self._drop(min(idle, key=lambda m: m.last_used).entry.name)
                 else:
@@ -207,7 +213,11 @@ class ModelRegistry:
         self, entry: ModelEntry, num_ctx: int | None, keep_alive: float | None
     ) -> AsyncIterator[tuple[LoadedModel, int]]:
         """Hold ``entry`` loaded for one request; afterwards apply its keep_alive (0 unloads at once)."""
-        model, load_ns = await self._get(entry, self._num_ctx(entry, num_ctx))
+        try:
+            model, load_ns = await self._get(entry, self._num_ctx(entry, num_ctx))
+        except BaseException:
+            self._poke()  # a request gone before using its model: the model it kept from eviction is idle now
+            raise
         try:
             yield model, load_ns
         finally:
