@@ -27,6 +27,7 @@ from shared_ollama.api import (
 )
 from shared_ollama.api.errors import install_error_handlers
 from shared_ollama.api.middleware import RequestIdMiddleware
+from shared_ollama.backends.head_start import HeadStart
 from shared_ollama.compose import build
 from shared_ollama.service.admission.tenants import Tenants
 from shared_ollama.settings import Settings
@@ -43,14 +44,15 @@ def _warn_if_open(settings: Settings, tenants: Tenants) -> None:
         )
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, head_start: HeadStart | None = None) -> FastAPI:
+    """The app for ``settings``; ``head_start``: the engine ``serve`` already started, for the supervisor to adopt."""
     tenants = Tenants.from_settings(settings)  # a bad tenants file fails here, before anything starts
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _warn_if_open(settings, tenants)
         async with AsyncExitStack() as stack:  # a failure anywhere in start-up stops what already started
-            services = await build(settings, tenants, stack)
+            services = await build(settings, tenants, stack, head_start)
             app.state.gateway = services.gateway
             app.state.telemetry = services.telemetry
             app.state.tenant_store = services.tenant_store

@@ -24,10 +24,7 @@ from shared_ollama.settings import Settings
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from shared_ollama.app import create_app
-    from shared_ollama.http_server import server_config
+    from shared_ollama.backends.head_start import start_engine_early
     from shared_ollama.logs import configure_logging, flush_on_stop_signals
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -47,8 +44,19 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             f"shared-ollama: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr
         )
         return 2
-    server = uvicorn.Server(server_config(settings, create_app(settings)))
-    server.run(sockets=[sock])
+    # The engine starts now, its start-up overlapping the app's import below; the supervisor adopts it.
+    head_start = start_engine_early(settings)
+    try:
+        import uvicorn
+
+        from shared_ollama.app import create_app
+        from shared_ollama.http_server import server_config
+
+        server = uvicorn.Server(server_config(settings, create_app(settings, head_start)))
+        server.run(sockets=[sock])
+    finally:
+        if head_start is not None:
+            head_start.discard()  # never adopted (the app did not start): stopped here
     return 0 if server.started else 1
 
 

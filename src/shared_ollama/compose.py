@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared_ollama.backends.client import EngineClient
+from shared_ollama.backends.head_start import HeadStart
 from shared_ollama.backends.supervisor import EngineSupervisor
 from shared_ollama.service.admission.engine_policy import EnginePolicy, ModelUsers
 from shared_ollama.service.admission.gate import Admission
@@ -139,14 +140,17 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def build(settings: Settings, tenants: Tenants, stack: AsyncExitStack) -> Services:
-    """Start every part (its stop goes on ``stack``) and return the complete gateway and telemetry."""
+async def build(
+    settings: Settings, tenants: Tenants, stack: AsyncExitStack, head_start: HeadStart | None = None
+) -> Services:
+    """Start every part (its stop goes on ``stack``) and return the complete gateway and telemetry; the engine
+    ``serve`` started ahead of the app (``head_start``) is adopted rather than started again."""
     counter = _counter(settings)
     stack.push_async_callback(counter.close)
     await counter.start()
     quotas = _quotas(settings)
     stack.push_async_callback(quotas.close)
-    supervisor = EngineSupervisor(settings)
+    supervisor = EngineSupervisor(settings, head_start)
     stack.push_async_callback(supervisor.stop)  # before start: an engine started by a failing start is stopped
     await supervisor.start()
     client = EngineClient(

@@ -23,6 +23,10 @@ is written again on its way to the engine (and into cache keys), so deeper is re
 CLIENT_CLOSED_STATUS = 499
 """Status logged for a request whose client went away before its answer (nobody receives it)."""
 
+DISCONNECT_WATCH_DELAY = 0.05
+"""Seconds of work before ``until_disconnect`` starts watching for the client going away (so a client that leaves
+sooner is noticed this late at most)."""
+
 ANSWERED = "answered"
 """Key in a request's ASGI state: the stream's final frame (the answer's end) has gone out."""
 
@@ -80,7 +84,9 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     Only for requests whose body has been read: the watcher consumes the request's remaining messages."""
     current = asyncio.current_task()
     assert current is not None
+    loop = asyncio.get_running_loop()
     gone = False
+    watcher: asyncio.Task[None] | None = None
 
     async def watch() -> None:
         nonlocal gone
@@ -88,7 +94,13 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
         gone = True
         current.cancel()
 
-    watcher = asyncio.ensure_future(watch())
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(watch())
+
+    # Work done within the delay (a cache hit, a short answer) never pays for a watcher task; past it, a client
+    # that went away is noticed at once.
+    timer = loop.call_later(DISCONNECT_WATCH_DELAY, start_watching)
     try:
         return await work
     except asyncio.CancelledError:
@@ -96,4 +108,6 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
             raise ClientDisconnected from None
         raise
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()

@@ -110,6 +110,21 @@ def test_openai_chat_stream_with_usage(openai_client: openai.OpenAI) -> None:
     assert_finish(finals[0], chunks[-1].usage.completion_tokens, 12)
 
 
+def test_openai_stream_carries_the_whole_answer_in_order(openai_client: openai.OpenAI) -> None:
+    """Text chunks are written by a fast path (protocol/openai_stream.py): streamed and non-streamed answers to
+    the same greedy request, both from the engine (cache off), are the same text, in chunks the SDK parses."""
+    ask = {"model": CHAT_MODEL, "messages": QUESTION, "max_tokens": 24, "temperature": 0, "seed": 7}
+    off = {"X-Shared-Ollama-Cache": "off"}
+    whole = openai_client.chat.completions.create(**ask, extra_headers=off)  # type: ignore[call-overload]
+    chunks = list(openai_client.chat.completions.create(**ask, stream=True, extra_headers=off))  # type: ignore[call-overload]
+    assert len(chunks) > 3, "the answer came in pieces"
+    assert {(c.id, c.object, c.model) for c in chunks} == {(chunks[0].id, "chat.completion.chunk", CHAT_MODEL)}
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks][-1] == whole.choices[0].finish_reason
+
+
 def test_openai_json_schema(openai_client: openai.OpenAI) -> None:
     schema = {
         "type": "object",

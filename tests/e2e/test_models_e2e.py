@@ -130,7 +130,7 @@ def test_pull_streams_progress_for_an_offline_default_and_explains_otherwise(htt
     assert other.json()["error"].startswith("cannot reach the registry at https://localhost: ")
 
 
-def test_pinned_num_ctx_is_applied_and_reported(http: httpx.Client) -> None:
+def test_pinned_num_ctx_is_applied_and_reported(gateway: str, http: httpx.Client) -> None:
     no_cache = {"X-Shared-Ollama-Cache": "off"}  # the load durations must come from the engine, not a replay
     first = http.post(
         "/api/chat",
@@ -150,6 +150,14 @@ def test_pinned_num_ctx_is_applied_and_reported(http: httpx.Client) -> None:
         "/api/chat", json={"model": BASE, "messages": HI, "stream": False, "options": OPTIONS}, headers=no_cache
     )
     assert third.json()["load_duration"] == 0, "loading through the service API uses the pinned options too"
+    ps = ollama.Client(host=gateway).ps()  # the official client still parses /api/ps with our load_duration
+    assert BASE in {m.model for m in ps.models}
+    listed = {m["name"]: m for m in http.get("/api/ps").json()["models"]}
+    assert listed[BASE]["load_duration"] > 0, "what the model's current load took, in nanoseconds"
+    series = f'shared_ollama_model_load_seconds{{model="{BASE}"}} '  # other tests' models may be loaded too
+    gauge = [line for line in http.get("/metrics").text.splitlines() if line.startswith(series)]
+    assert len(gauge) == 1, "one series per loaded model"
+    assert float(gauge[0].rsplit(" ", 1)[1]) == listed[BASE]["load_duration"] / 1e9
     aliased = http.post("/api/v1/chat", json={"model": "default-text", "messages": HI, "options": OPTIONS})
     assert aliased.json()["model"] == BASE
     blind = http.post("/api/v1/chat", json={"model": "default-vision", "messages": HI})

@@ -63,6 +63,17 @@ def test_final_fields_use_usage_then_timings() -> None:
     assert final_fields({}, "length", 0, 0)["done_reason"] == "length"
 
 
+def test_the_reused_part_of_the_prompt_is_reported_beside_the_whole_prompt() -> None:
+    reused = {"usage": {"prompt_tokens": 900}, "timings": {"prompt_n": 50, "cache_n": 850}}
+    fields = final_fields(reused, None, 0, 0)
+    assert (fields["prompt_eval_count"], fields["prompt_eval_cached_count"]) == (900, 850)
+    without_usage = final_fields({"timings": {"prompt_n": 50, "cache_n": 850}}, None, 0, 0)
+    assert (without_usage["prompt_eval_count"], without_usage["prompt_eval_cached_count"]) == (900, 850)
+    details = final_fields({"usage": {"prompt_tokens": 40, "prompt_tokens_details": {"cached_tokens": 32}}}, None, 0, 0)
+    assert details["prompt_eval_cached_count"] == 32
+    assert final_fields(RESULT, None, 0, 0)["prompt_eval_cached_count"] == 0
+
+
 def test_accumulated_chunks_equal_a_whole_result() -> None:
     acc = Accumulator()
     for chunk in (

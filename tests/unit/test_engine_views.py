@@ -64,3 +64,8 @@ def test_show_reports_the_capabilities_the_model_has() -> None:
     assert show(entry())["capabilities"] == ["completion"]
     thinker = entry(template="{{ '<think>' }}{{ '</think>' }}", fim_tokens=[1, 2, 3], projector="sha256:11")
     assert show(thinker)["capabilities"] == ["completion", "vision", "thinking", "insert"]
+
+
+def test_ps_reports_what_the_current_load_took_in_nanoseconds() -> None:
+    model = LoadedModel(entry(size=1000), None, 512, 1_250_000_000, None)  # type: ignore[arg-type]
+    assert running(model)["load_duration"] == 1_250_000_000

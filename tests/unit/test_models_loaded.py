@@ -33,3 +33,19 @@ async def test_an_estimated_size_stays_marked_as_such() -> None:
         "expires_at": "y",
         "size_estimated": False,
     }
+
+
+async def test_load_durations_are_kept_from_engines_that_report_them() -> None:
+    ps = {
+        "models": [
+            {"name": "embedded:1b", "size": 10, "load_duration": 1_500_000_000},
+            {"name": "ollama:1b", "size": 20},  # Ollama's /api/ps has no load time
+            {"name": "odd:1b", "size": 30, "load_duration": "soon"},
+            {"name": "flag:1b", "size": 30, "load_duration": True},
+        ]
+    }
+    loaded = LoadedModels(FakeClient(ps))  # type: ignore[arg-type]
+    await loaded.refresh()
+    assert loaded.load_seconds() == {"embedded:1b": 1.5}
+    assert loaded.models[0]["load_duration"] == 1_500_000_000
+    assert "load_duration" not in loaded.models[1]

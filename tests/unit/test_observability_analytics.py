@@ -374,6 +374,23 @@ async def test_malformed_record_is_skipped_not_poisoning_the_batch(open_store: C
     assert sorted(db_rows(store.path, "SELECT request_id FROM requests")) == [("r1",), ("r3",)]
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"status": 200, "engine": True, "stream": True, "ttft": 0.05, "user": "ann", "cache": "miss"},
+        {"status": "200", "prompt_tokens": 3.0, "queue_wait": 0, "stream": 1, "user": 7, "ttft": 1},  # odd types
+        {"tenant": 5, "latency": True, "engine": 0},
+    ],
+)
+def test_a_records_row_is_what_its_columns_converters_make(fields: dict[str, Any]) -> None:
+    record = rec(1, **fields)
+    converted = tuple(convert(getattr(record, name)) for name, _, convert in analytics.COLUMNS)
+    row = analytics._row(record)
+    assert row == converted
+    assert [type(v) for v in row] == [bool if type(v) is bool else type(c) for v, c in zip(row, converted, strict=True)]
+
+
 async def test_recent_errors_newest_first_with_tenant_filter(open_store: Callable[..., Any]) -> None:
     store = await open_store()
     store.add(rec(1, BASE + 1, tenant="alpha", status=500, code="internal_error"))

@@ -29,8 +29,10 @@ class FakeRequest:
 
     def __init__(self) -> None:
         self.gone = asyncio.Event()
+        self.receives = 0
 
     async def receive(self) -> dict[str, Any]:
+        self.receives += 1
         await self.gone.wait()
         return {"type": "http.disconnect"}
 
@@ -72,3 +74,15 @@ async def test_a_cancellation_from_elsewhere_is_not_taken_for_a_disconnect() -> 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_work_done_before_the_watch_starts_never_reads_the_client() -> None:
+    request = FakeRequest()
+
+    async def quick_engine_answer() -> str:
+        for _ in range(20):  # several turns of the loop, as an answer from another process takes
+            await asyncio.sleep(0)
+        return "answer"
+
+    assert await until_disconnect(request, quick_engine_answer()) == "answer"  # type: ignore[arg-type]
+    assert request.receives == 0, "no watcher task was started for work this short"

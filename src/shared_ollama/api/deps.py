@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import Request
 
@@ -24,25 +25,35 @@ MAX_USER_LENGTH = 128
 
 
 def gateway_of(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
+    state = _state(request)  # kept with the request: adapters ask several times per request
+    gateway: Gateway | None = state.get("gateway")
+    if gateway is None:
+        gateway = state["gateway"] = request.app.state.gateway
     return gateway
 
 
 def tenant_of(request: Request) -> Tenant:
     """The authenticated tenant (401 without a valid key when auth is on); resolved once per request. From here
     on every response to the request names it (``X-Shared-Ollama-Tenant``): answers, cache hits and errors."""
-    tenant: Tenant | None = getattr(request.state, "tenant", None)
+    state = _state(request)
+    tenant: Tenant | None = state.get("tenant")
     if tenant is None:
-        state = request.state
         tenant = gateway_of(request).tenants.authenticate(request.headers)
-        state.tenant = tenant
-        record = getattr(state, "record", None)
+        state["tenant"] = tenant
+        record = state.get("record")
         if record is not None:
             record.tenant = tenant.name
-        headers = getattr(state, "response_headers", None)
+        headers = state.get("response_headers")
         if headers is not None:
             headers[TENANT_HEADER] = tenant.name
     return tenant
+
+
+def _state(request: Request) -> dict[str, Any]:
+    """The request's state as the dict ``request.state`` wraps (its attribute look-ups raise and catch an
+    ``AttributeError`` for every name not set: this runs on every request)."""
+    state: dict[str, Any] = request.scope.setdefault("state", {})
+    return state
 
 
 def authorized(request: Request) -> Gateway:
@@ -62,8 +73,8 @@ def context_of(request: Request, priority: Priority | None = None) -> RequestCon
             priority = Priority(raw)
         except ValueError:
             raise InvalidRequest("X-Shared-Ollama-Priority must be 'interactive' or 'batch'") from None
-    state = request.state
-    record = getattr(state, "record", None) or RequestRecord(
+    state = _state(request)
+    record = state.get("record") or RequestRecord(
         ts=time.time(), request_id=request_id_of(request), surface=surface, route=request.url.path
     )
     record.surface = surface
@@ -75,9 +86,9 @@ def context_of(request: Request, priority: Priority | None = None) -> RequestCon
         surface=surface,
         tenant=tenant,
         priority=priority,
-        headers=getattr(state, "response_headers", {}),
+        headers=state.get("response_headers", {}),
         record=record,
-        started=getattr(state, "started", None) or time.perf_counter(),
+        started=state.get("started") or time.perf_counter(),
         cache_header=request.headers.get(CACHE_HEADER),
     )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, TypeVar
@@ -28,6 +27,8 @@ from shared_ollama.errors import (
     RequestTooLarge,
     SharedOllamaError,
 )
+from shared_ollama.protocol.openai_stream import sse_event
+from shared_ollama.service.admission.deadline import StreamDeadline
 from shared_ollama.web import ClientDisconnected, mark_answered, parse_json_object, until_disconnect
 
 M = TypeVar("M", bound=BaseModel)
@@ -51,18 +52,23 @@ async def read_body(request: Request, limit: int, seconds: float) -> bytes:
         raise RequestTooLarge(f"request body is {int(declared)} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
+    stream = request.stream()
+    deadline = StreamDeadline(seconds)  # one timer, cheaper than asyncio.timeout on every request
     try:
-        async with asyncio.timeout(seconds):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
-                chunks.append(chunk)
+        while True:
+            chunk = await deadline.next(stream)
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except StopAsyncIteration:
+        return b"".join(chunks)
     except TimeoutError:
         raise RequestBodyTimeout(f"the request body did not arrive within {seconds:g} s") from None
     except ClientDisconnect:
         raise ClientDisconnected from None
-    return b"".join(chunks)
+    finally:
+        deadline.close()
 
 
 async def read_json(request: Request, *, limit: int | None = None) -> JsonDict:
@@ -145,6 +151,24 @@ def ndjson_response(request: Request, stack: AsyncExitStack, lines: AsyncIterato
     return StreamingResponse(body(), media_type=NDJSON)
 
 
+def native_chunk(line: bytes) -> Any:
+    """A native stream line, parsed; an engine's error line raises ``BackendError``."""
+    native = orjson.loads(line)
+    if isinstance(native, dict) and "error" in native:
+        raise BackendError(str(native["error"]))
+    return native
+
+
+def sse_frames(convert: Callable[[JsonDict], list[JsonDict]]) -> Callable[[bytes], bytes]:
+    """One native NDJSON line -> its SSE events, framed and joined (``b""`` when it makes none), so a line is
+    one write to the client however many events it makes. A native error line raises ``BackendError``."""
+
+    def frames(line: bytes) -> bytes:
+        return b"".join([sse_event(event) for event in convert(native_chunk(line))])
+
+    return frames
+
+
 def sse_response(
     request: Request,
     stack: AsyncExitStack,
@@ -152,16 +176,22 @@ def sse_response(
     convert: Callable[[JsonDict], list[JsonDict]],
 ) -> StreamingResponse:
     """Translate native NDJSON lines into OpenAI SSE events, ending with ``data: [DONE]``."""
+    return sse_stream(request, stack, lines, sse_frames(convert))
+
+
+def sse_stream(
+    request: Request, stack: AsyncExitStack, lines: AsyncIterator[bytes], frames: Callable[[bytes], bytes]
+) -> StreamingResponse:
+    """Native NDJSON lines as SSE, each line's events framed by ``frames``, ending with ``data: [DONE]``; a
+    failure after the first byte ends the stream with one error event (and no ``[DONE]``)."""
     request_id = request_id_of(request)
 
     async def body() -> AsyncIterator[bytes]:
         try:
             async for line in lines:
-                native = orjson.loads(line)
-                if isinstance(native, dict) and "error" in native:
-                    raise BackendError(str(native["error"]))
-                for event in convert(native):
-                    yield b"data: " + orjson.dumps(event) + b"\n\n"
+                frame = frames(line)
+                if frame:
+                    yield frame
             yield b"data: [DONE]\n\n"
             mark_answered(request)
         except Exception as exc:

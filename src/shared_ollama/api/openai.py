@@ -18,13 +18,14 @@ from starlette.responses import Response
 
 from shared_ollama.api.agents_openai import agent_chat_completion, is_agent
 from shared_ollama.api.deps import context_of, gateway_of, name_user
-from shared_ollama.api.http import json_response, parse, sse_response, start_stream
+from shared_ollama.api.http import json_response, native_chunk, parse, sse_response, sse_stream, start_stream
 from shared_ollama.api.model_common import listed_models
 from shared_ollama.api.openapi import LeanRoute, body
 from shared_ollama.errors import ModelNotFound
 from shared_ollama.protocol import convert
 from shared_ollama.protocol.names import canonical_model
 from shared_ollama.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from shared_ollama.protocol.openai_stream import ChatChunkFrames
 from shared_ollama.protocol.tool_choice import ForcedCallStream, call_from_answer
 from shared_ollama.service.images.vision import Compression
 from shared_ollama.web import until_disconnect
@@ -54,28 +55,20 @@ async def run_chat_completion(
     created = int(time.time())
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        first = [True]
+        frames = ChatChunkFrames(request_id=ctx.request_id, created=created, include_usage=include_usage)
         held = ForcedCallStream(forced) if forced is not None else None
 
-        def to_chunks(native: dict[str, object]) -> list[dict[str, object]]:
-            if held is not None:
-                whole = held.feed(native)
-                if whole is None:
-                    return []
-                native = whole
-            chunks = convert.chat_chunk_from_native(
-                native,
-                request_id=ctx.request_id,
-                created=created,
-                first=first[0],
-                include_usage=include_usage,
-            )
-            first[0] = False
-            return chunks
+        def to_frames(line: bytes) -> bytes:
+            native = native_chunk(line)
+            if held is not None:  # a forced tool call: the whole answer, once, as the call
+                native = held.feed(native)
+                if native is None:
+                    return b""
+            return frames(native)
 
         opened = gateway.stream(ctx, "/api/chat", body, compression=compression)
         stack, lines = await start_stream(request, opened)
-        return sse_response(request, stack, lines, to_chunks)
+        return sse_stream(request, stack, lines, to_frames)
     raw = await until_disconnect(request, gateway.call(ctx, "/api/chat", body, compression=compression))
     native = orjson.loads(raw)
     if forced is not None:

@@ -6,6 +6,8 @@ Ollama at ``ollama_url`` if one answers, else an ``ollama`` binary on PATH, else
 A managed engine listens on a loopback port; an engine already answering on that port is used, not
 started twice. An embedded engine gets a fresh token at every start (in its environment, never on its command
 line) and refuses requests without it: only this gateway can use it (``engine/access.py``).
+``serve`` starts the managed engine before importing the app and hands it over (``head_start.py``): the
+supervisor adopts that process instead of starting one.
 """
 
 from __future__ import annotations
@@ -23,10 +25,14 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from shared_ollama.settings import Settings
+
+if TYPE_CHECKING:
+    from shared_ollama.backends.head_start import AdoptedProcess, HeadStart
 
 log = logging.getLogger(__name__)
 
@@ -104,18 +110,34 @@ async def plan_engine(settings: Settings) -> EnginePlan:
     return EnginePlan("embedded", base_url, command, {})
 
 
+def launch_env(plan: EnginePlan, settings: Settings) -> tuple[dict[str, str], str | None, Path]:
+    """The environment to start ``plan``'s engine with, its new token (embedded engines only; in the
+    environment, never on the command line) and the log file its output goes to."""
+    env = dict(os.environ)
+    env.update(plan.env)
+    env.pop(TOKEN_ENV, None)
+    token = secrets.token_urlsafe(32) if plan.kind == "embedded" else None
+    if token:
+        env[TOKEN_ENV] = token
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return env, token, log_dir / "engine.log"
+
+
 class EngineSupervisor:
     """Owns the engine process (when managed) and knows whether the engine is usable."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, head_start: HeadStart | None = None) -> None:
         self._settings = settings
+        self._head_start = head_start
+        """An engine ``serve`` started before the app was imported (``head_start.py``), adopted by ``start``."""
         self.plan: EnginePlan | None = None
         self.state = EngineState.STOPPED
         self.version: str | None = None
         self.restarts = 0
         self.last_error: str | None = None
         self.started_at: float | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: asyncio.subprocess.Process | AdoptedProcess | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.token: str | None = None
@@ -142,6 +164,14 @@ class EngineSupervisor:
 
     async def start(self) -> None:
         self._stopping = False
+        head, self._head_start = self._head_start, None
+        if head is not None:  # serve started the engine while the app was imported: watch it as our own
+            self.plan, self.token, self._proc = head.plan, head.token, head.adopt()
+            self.state = EngineState.STARTING
+            await self._wait_ready()
+            self.started_at = time.time()
+            self._task = asyncio.create_task(self._watch(), name="engine-supervisor")
+            return
         self.plan = await plan_engine(self._settings)
         self.state = EngineState.STARTING
         if self.plan.managed:
@@ -159,15 +189,8 @@ class EngineSupervisor:
 
     async def _spawn_and_wait(self) -> None:
         assert self.plan is not None
-        env = dict(os.environ)
-        env.update(self.plan.env)
-        env.pop(TOKEN_ENV, None)
-        self.token = secrets.token_urlsafe(32) if self.plan.kind == "embedded" else None
-        if self.token:
-            env[TOKEN_ENV] = self.token
-        log_dir = self._settings.data_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with open(Path(log_dir) / "engine.log", "ab") as out:  # noqa: ASYNC230 (once per engine start)
+        env, self.token, log_path = launch_env(self.plan, self._settings)
+        with open(log_path, "ab") as out:  # noqa: ASYNC230 (once per engine start)
             self._proc = await asyncio.create_subprocess_exec(
                 *self.plan.command,
                 env=env,
@@ -177,6 +200,12 @@ class EngineSupervisor:
                 start_new_session=True,
             )
         log.info("started %s engine (pid %s) at %s", self.plan.kind, self._proc.pid, self.plan.base_url)
+        await self._wait_ready()
+
+    async def _wait_ready(self) -> None:
+        """Until the engine just started answers (RUNNING), exits or overruns ``engine_start_timeout`` (DOWN,
+        and stopped)."""
+        assert self.plan is not None and self._proc is not None
         deadline = time.monotonic() + self._settings.engine_start_timeout
         while time.monotonic() < deadline:
             if self._proc.returncode is not None:

@@ -71,15 +71,23 @@ def _done_reason(finish: str | None) -> str:
 
 
 def final_fields(result: JsonDict, finish: str | None, started_ns: int, load_ns: int) -> JsonDict:
-    """The statistics Ollama puts on a final response or chunk, from llama.cpp's usage and timings."""
+    """The statistics Ollama puts on a final response or chunk, from llama.cpp's usage and timings.
+
+    ``prompt_eval_count`` is the whole prompt (Ollama's meaning, what quotas and usage count);
+    ``prompt_eval_cached_count`` the part of it llama.cpp reused from a slot or its prompt cache instead of
+    evaluating it (``timings.cache_n``), as Ollama reports it."""
     usage = result.get("usage") or {}
     timings = result.get("timings") or {}
+    details = usage.get("prompt_tokens_details") or {}
+    cached = int(timings.get("cache_n") or details.get("cached_tokens") or 0)
+    evaluated = int(timings.get("prompt_n") or 0)
     return {
         "done": True,
         "done_reason": _done_reason(finish),
         "total_duration": time.monotonic_ns() - started_ns,
         "load_duration": load_ns,
-        "prompt_eval_count": int(usage.get("prompt_tokens") or timings.get("prompt_n") or 0),
+        "prompt_eval_count": int(usage.get("prompt_tokens") or evaluated + cached),
+        "prompt_eval_cached_count": cached,
         "prompt_eval_duration": int(float(timings.get("prompt_ms") or 0) * 1e6),
         "eval_count": int(usage.get("completion_tokens") or timings.get("predicted_n") or 0),
         "eval_duration": int(float(timings.get("predicted_ms") or 0) * 1e6),

@@ -51,7 +51,8 @@ def running(model: LoadedModel, now: datetime | None = None) -> JsonDict:
     """One model of ``/api/ps``: Ollama's fields, plus what this engine is doing with it. ``size`` (and
     ``size_vram``, the part in GPU memory) is what the load took, measured (``engine/footprint.py``); when it could
     not be measured, the estimate from the model's metadata, and ``size_estimated`` says so (``size_vram``: 0
-    without a GPU, else the estimate, since llama.cpp offloads what fits)."""
+    without a GPU, else the estimate, since llama.cpp offloads what fits). ``load_duration`` (our extension, in
+    nanoseconds like Ollama's other durations) is what the model's current load took."""
     remaining = model.expires_in
     now = now or datetime.now(UTC)
     expires = now + (_FOREVER if remaining is None else timedelta(seconds=max(0.0, remaining)))
@@ -64,6 +65,7 @@ def running(model: LoadedModel, now: datetime | None = None) -> JsonDict:
         "expires_at": expires.isoformat().replace("+00:00", "Z"),
         "size_vram": measured.vram if measured is not None else estimate if model.on_gpu else 0,
         "context_length": model.num_ctx,
+        "load_duration": model.load_ns,
         "requests": model.in_flight,
         "generations": model.generating,
     }

@@ -21,6 +21,7 @@ from shared_ollama.backends.client import EngineClient
 from shared_ollama.backends.supervisor import EngineState, EngineSupervisor
 from shared_ollama.errors import BackendError, InvalidRequest, RequestTimeout
 from shared_ollama.service.admission.context import RequestContext
+from shared_ollama.service.admission.deadline import StreamDeadline
 from shared_ollama.service.admission.engine_policy import PINNED_HEADER, POLICY_HEADER, EnginePolicy, check_model
 from shared_ollama.service.admission.gate import Admission, Admitted
 from shared_ollama.service.admission.prompts import check_prompt_size, request_kind
@@ -243,6 +244,7 @@ class Gateway:
             engine_restarts=self.supervisor.restarts,
             loaded_models=self.loaded.names,
             image_bytes_saved=self.vision.images.totals.bytes_saved,
+            model_load_seconds=self.loaded.load_seconds(),
         )
 
     async def get(self, path: str) -> bytes:
@@ -311,22 +313,25 @@ async def _within(
     iterator = aiter(lines)
     seen: list[bytes] = []
     first = True
-    while True:
-        try:
-            async with asyncio.timeout(admitted.remaining()):
-                line = await anext(iterator)
-        except StopAsyncIteration:
+    deadline = StreamDeadline(admitted.remaining())  # one timer for the stream, not one per line
+    try:
+        while True:
+            try:
+                line = await deadline.next(iterator)
+            except StopAsyncIteration:
+                if completed is not None:
+                    completed.extend(seen)
+                return
+            except TimeoutError:
+                raise _overtime(admitted) from None
+            if first:
+                ctx.record.ttft = time.perf_counter() - ctx.started
+                first = False
+            if b'"done":true' in line:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    _account(ctx.record, orjson.loads(line))
             if completed is not None:
-                completed.extend(seen)
-            return
-        except TimeoutError:
-            raise _overtime(admitted) from None
-        if first:
-            ctx.record.ttft = time.perf_counter() - ctx.started
-            first = False
-        if b'"done":true' in line:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                _account(ctx.record, orjson.loads(line))
-        if completed is not None:
-            seen.append(line)
-        yield line
+                seen.append(line)
+            yield line
+    finally:
+        deadline.close()

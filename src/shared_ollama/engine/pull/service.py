@@ -16,7 +16,7 @@ import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -47,11 +47,13 @@ from shared_ollama.engine.pull.registry import (
     fields_from_texts,
 )
 from shared_ollama.engine.pull.registry import plan as registry_plan
-from shared_ollama.engine.pull.registry_client import RegistryClient, session
 from shared_ollama.engine.store import ModelStore
 from shared_ollama.errors import BackendError, InvalidRequest, ModelNotFound
 from shared_ollama.settings import Settings
 from shared_ollama.web import until_disconnect
+
+if TYPE_CHECKING:
+    from shared_ollama.engine.pull.registry_client import RegistryClient
 
 JsonDict = dict[str, Any]
 Fetch = Callable[[PartialFile], Awaitable[None]]
@@ -159,7 +161,9 @@ class Puller:
         async with contextlib.AsyncExitStack() as stack:
             if isinstance(source, HfName):
                 target = await self._hf_target(job, source)
-            else:
+            else:  # aiohttp is imported by the first registry pull, not at the engine's start (bench/coldstart.py)
+                from shared_ollama.engine.pull.registry_client import RegistryClient, session
+
                 http = await stack.enter_async_context(session())
                 base = source.base_url(self.settings.registry_url, insecure)
                 target = await self._registry_target(job, RegistryClient(http, base, source))

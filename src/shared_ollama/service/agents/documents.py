@@ -12,7 +12,9 @@ see. Every sqlite call runs in the store's ``SqliteWorker`` thread; ``embed`` ru
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
+import struct
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -22,7 +24,6 @@ from typing import Any
 
 import orjson
 import pysqlite3.dbapi2 as sqlite3
-import sqlite_vec
 
 from shared_ollama.errors import BackendError, InvalidRequest
 from shared_ollama.service.agents.chunking import chunk_text
@@ -63,12 +64,26 @@ def open_vector_database(
     conn = open_database(path, schema, wal=wal, migrate=migrate, driver=sqlite3.connect)
     try:
         conn.enable_load_extension(True)
-        sqlite_vec.load(conn)
+        conn.load_extension(_vec_extension())
         conn.enable_load_extension(False)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _vec_extension() -> str:
+    """The sqlite-vec package's loadable extension, found without importing the package (whose import takes numpy
+    along when it is installed: a tenth of a second of every start-up, bench/coldstart.py)."""
+    spec = importlib.util.find_spec("sqlite_vec")
+    if spec is None or spec.origin is None:
+        raise BackendError("the sqlite-vec package is not installed")
+    return str(Path(spec.origin).parent / "vec0")
+
+
+def _float32(vector: Sequence[float]) -> bytes:
+    """A vector as sqlite-vec reads it: packed native float32 values."""
+    return struct.pack(f"{len(vector)}f", *vector)
 
 
 def _owner(tenant: str, agent: str) -> str:
@@ -261,7 +276,7 @@ class Documents:
                 )
                 conn.execute(
                     f"INSERT INTO {table} (rowid, owner, embedding) VALUES (?, ?, ?)",
-                    (cursor.lastrowid, owner, sqlite_vec.serialize_float32(vector)),
+                    (cursor.lastrowid, owner, _float32(vector)),
                 )
 
         self._transaction(conn, work)
@@ -282,7 +297,7 @@ class Documents:
             "SELECT c.document_id, d.title, c.text, knn.distance FROM knn "
             "JOIN chunks c ON c.id = knn.rowid JOIN documents d ON d.document_id = c.document_id "
             "ORDER BY knn.distance, c.id",
-            (sqlite_vec.serialize_float32(query), k, _owner(tenant, agent)),
+            (_float32(query), k, _owner(tenant, agent)),
         ).fetchall()
         return [
             Hit(document_id=doc, title=title, text=text, score=round(1.0 - float(distance), 6))

@@ -10,9 +10,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, best_match
-
 from shared_ollama.errors import InvalidRequest
 from shared_ollama.service.agents.tooling import TOOL_NAME, ToolContext, ToolOutcome, ToolProvider, ToolSpec
 
@@ -117,6 +114,9 @@ class ToolBox:
 
 def _schema_problem(spec: ToolSpec, arguments: dict[str, Any]) -> str | None:
     """The first (most relevant) way ``arguments`` break the tool's schema, briefly; None when they fit."""
+    from jsonschema import Draft202012Validator  # imported by the first tool call, not at start-up
+    from jsonschema.exceptions import SchemaError, best_match
+
     try:
         error = best_match(Draft202012Validator(spec.parameters).iter_errors(arguments))
     except SchemaError:

@@ -16,9 +16,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported by the semantic index's first use, not at start-up (bench/coldstart.py)
+    import numpy as np
 
 ENTRY_OVERHEAD = 256
 """Bytes counted per entry on top of its body, model and tenant (the key, the bookkeeping)."""
@@ -27,9 +28,9 @@ OFFLOAD_ROWS = 16_384
 _SWEEP_EVERY = 256
 """Puts between two sweeps of expired entries (they also go when read or evicted)."""
 
-Vector = Sequence[float] | np.ndarray
+Vector: TypeAlias = "Sequence[float] | np.ndarray"
 JsonDict = dict[str, Any]
-_Snapshot = tuple[np.ndarray, np.ndarray | None, list[str | None]]
+_Snapshot: TypeAlias = "tuple[np.ndarray, np.ndarray | None, list[str | None]]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,8 @@ class CacheStore(Protocol):
 
 def unit(vector: Vector) -> np.ndarray | None:
     """The vector as float32 of norm 1; None when it is empty, zero or not finite."""
+    import numpy as np
+
     arr = np.asarray(vector, dtype=np.float32).reshape(-1)
     if arr.size == 0:
         return None
@@ -97,6 +100,8 @@ class _Context:
     __slots__ = ("alive", "dead", "dim", "head", "keys", "matrix", "n", "rows")
 
     def __init__(self, dim: int) -> None:
+        import numpy as np
+
         self.dim = dim
         self.matrix = np.zeros((16, dim), dtype=np.float32)
         self.alive = np.zeros(16, dtype=bool)
@@ -112,6 +117,8 @@ class _Context:
         return self.n - self.dead
 
     def append(self, key: str, vec: np.ndarray) -> None:
+        import numpy as np
+
         if self.n == len(self.matrix):
             grown = max(16, 2 * len(self.matrix))
             matrix = np.zeros((grown, self.dim), dtype=np.float32)
@@ -142,6 +149,8 @@ class _Context:
         return self.keys[self.head] if self.head < self.n else None
 
     def compact(self) -> None:
+        import numpy as np
+
         keep = np.flatnonzero(self.alive[: self.n])
         size = max(16, len(keep) * 2)
         matrix = np.zeros((size, self.dim), dtype=np.float32)
@@ -161,6 +170,8 @@ class _Context:
 
 def search(snapshot: _Snapshot, vec: np.ndarray) -> tuple[str, float] | None:
     """The nearest row of a context snapshot to the unit vector ``vec``: its key and cosine similarity."""
+    import numpy as np
+
     matrix, alive, keys = snapshot
     if matrix.shape[0] == 0:
         return None

@@ -24,11 +24,12 @@ from __future__ import annotations
 import io
 import struct
 from dataclasses import asdict, dataclass
-from typing import Literal
-
-from PIL import Image, ImageOps, UnidentifiedImageError
+from typing import TYPE_CHECKING, Literal
 
 from shared_ollama.errors import InvalidImage
+
+if TYPE_CHECKING:  # Pillow is imported by the first image, not at start-up (bench/coldstart.py)
+    from PIL import Image
 
 Action = Literal["kept", "resized", "reencoded"]
 
@@ -128,6 +129,8 @@ def transcode(data: bytes, limits: CodecLimits) -> tuple[bytes, ImageReport]:
 
 def _open(data: bytes) -> Image.Image:
     """Open lazily (header only), restricted to the accepted formats."""
+    from PIL import Image, UnidentifiedImageError
+
     message = ""
     try:
         return Image.open(io.BytesIO(data), formats=OPEN_FORMATS)
@@ -178,6 +181,8 @@ def identify(data: bytes) -> str:
     for signature, name in _SIGNATURES:
         if stripped.startswith(signature):
             return name
+    from PIL import Image
+
     try:  # any other format Pillow knows: read the header only, decode nothing
         with Image.open(io.BytesIO(data)) as other:
             return f"a {other.format} image"
@@ -189,6 +194,8 @@ def identify(data: bytes) -> str:
 def _load(img: Image.Image, fmt: str) -> None:
     """Decode the pixels. Pillow's exception is dropped here, inside the handler: its traceback holds the
     decoder and so the whole decoded buffer (144 MB for a 6000x6000 image) for as long as it lives."""
+    from PIL import Image
+
     try:
         img.load()
         return
@@ -218,6 +225,8 @@ def _target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 
 def _reencode(img: Image.Image, orientation: int, limits: CodecLimits) -> tuple[bytes, str, tuple[int, int]]:
+    from PIL import Image, ImageOps
+
     work = img
     if orientation != 1:
         work = ImageOps.exif_transpose(work)

@@ -17,8 +17,9 @@ class LoadedModels:
         self._timeout = timeout
         self.names: list[str] = []
         self.models: list[JsonDict] = []
-        """Name, size, size_vram and expires_at of each loaded model, and ``size_estimated`` (the engine says its
-        size is computed, not measured: the embedded engine's)."""
+        """Name, size, size_vram and expires_at of each loaded model, ``size_estimated`` (the engine says its
+        size is computed, not measured: the embedded engine's) and, from engines that report it (the embedded
+        one), ``load_duration``: nanoseconds the model's current load took."""
 
     async def refresh(self) -> list[str]:
         """Ask the engine (bounded wait; no answer counts as nothing loaded) and remember the answer."""
@@ -28,14 +29,21 @@ class LoadedModels:
         except (SharedOllamaError, TimeoutError):
             self.models = []
         else:
-            models = ps.get("models") if isinstance(ps.get("models"), list) else []
-            self.models = [
-                {
-                    **{k: m.get(k) for k in ("name", "size", "size_vram", "expires_at")},
-                    "size_estimated": bool(m.get("size_estimated")),
-                }
-                for m in models
-                if isinstance(m, dict) and m.get("name")
-            ]
+            models = ps.get("models")
+            listed = models if isinstance(models, list) else []
+            self.models = [_known(m) for m in listed if isinstance(m, dict) and m.get("name")]
         self.names = sorted(str(m["name"]) for m in self.models)
         return self.names
+
+    def load_seconds(self) -> dict[str, float]:
+        """Seconds each loaded model's current load took, for the models whose engine said so."""
+        return {str(m["name"]): m["load_duration"] / 1e9 for m in self.models if "load_duration" in m}
+
+
+def _known(model: JsonDict) -> JsonDict:
+    known = {k: model.get(k) for k in ("name", "size", "size_vram", "expires_at")}
+    known["size_estimated"] = bool(model.get("size_estimated"))
+    load = model.get("load_duration")
+    if isinstance(load, int) and not isinstance(load, bool) and load > 0:
+        known["load_duration"] = load
+    return known

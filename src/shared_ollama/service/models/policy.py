@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from shared_ollama.protocol.names import canonical_model
 from shared_ollama.service.models.profiles import Selection, model_output_cap, model_settings
 from shared_ollama.settings import Settings
 
@@ -67,22 +68,36 @@ class ModelPolicy:
     def __init__(self, selection: Selection | None, limits: ModelLimits) -> None:
         self.selection = selection
         self.limits = limits
+        config = selection.config if selection is not None else None
+        # Every profile's aliases, and each configured model's settings by canonical name, read once: every
+        # request asks for them.
+        self._aliases = frozenset(a for p in config.profiles for a in p.aliases) if config is not None else frozenset()
+        self._models: dict[str, tuple[float | None, JsonDict, int | None]] = {}
+        if config is not None:
+            for name in config.model_settings:
+                key = canonical_model(name)
+                if key not in self._models:  # of two names for one model, the first is in force
+                    idle, pinned = model_settings(config, name)
+                    self._models[key] = (idle, pinned, model_output_cap(config, name))
 
     def resolve_alias(self, name: str) -> str:
         """An alias such as ``default-text`` as the active profile maps it; other names unchanged."""
-        return self.selection.resolve(name) if self.selection is not None else name
+        if self.selection is None or name not in self._aliases:
+            return name
+        return self.selection.resolve(name)
 
     def idle_timeout(self, model: str) -> float:
-        if self.selection is not None:
-            timeout, _ = model_settings(self.selection.config, model)
-            if timeout is not None:
-                return timeout
+        entry = self._models.get(canonical_model(model))
+        if entry is not None and entry[0] is not None:
+            return entry[0]
         return self.limits.idle_unload_seconds
 
     def pinned(self, model: str) -> JsonDict:
-        """The load-time options the models config pins for ``model``."""
-        return model_settings(self.selection.config, model)[1] if self.selection is not None else {}
+        """The load-time options the models config pins for ``model`` (a dict of the caller's own)."""
+        entry = self._models.get(canonical_model(model))
+        return dict(entry[1]) if entry is not None else {}
 
     def default_output(self, model: str) -> int | None:
         """The output cap the models config sets for ``model`` (None: not set)."""
-        return model_output_cap(self.selection.config, model) if self.selection is not None else None
+        entry = self._models.get(canonical_model(model))
+        return entry[2] if entry is not None else None

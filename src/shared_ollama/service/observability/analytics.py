@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
+from operator import attrgetter
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -110,8 +111,24 @@ _AGG_SQL = (
 )
 
 
+_FIELDS = attrgetter(*(name for name, _, _ in COLUMNS))
+_STORED: dict[str, type | tuple[type, ...]] = {
+    **dict.fromkeys(("ts", "queue_wait", "latency", "eval_seconds", "load_seconds", "engine_seconds"), float),
+    **dict.fromkeys(("request_id", "tenant", "surface", "route", "model", "code", "cache"), str),
+    **dict.fromkeys(("status", "prompt_tokens", "completion_tokens"), int),
+    **dict.fromkeys(("stream", "engine"), bool),
+    "user": (str, type(None)),
+    "ttft": (float, type(None)),
+}
+_AS_STORED = tuple(_STORED[name] for name, _, _ in COLUMNS)
+"""Per column, the types its converter passes through unchanged (a flag as ``bool``: SQLite stores it as 1 or 0)."""
+
+
 def _row(rec: RequestRecord) -> tuple[Any, ...]:
-    return tuple(convert(getattr(rec, name)) for name, _, convert in COLUMNS)
+    values = _FIELDS(rec)
+    if all(map(isinstance, values, _AS_STORED)):  # the usual record: every field already as it is stored
+        return tuple(values)
+    return tuple(convert(value) for value, (_, _, convert) in zip(values, COLUMNS, strict=True))
 
 
 def _aggregates(values: tuple[Any, ...]) -> dict[str, Any]:

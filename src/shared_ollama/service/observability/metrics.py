@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -38,6 +38,8 @@ class LiveState:
     engine_restarts: int
     loaded_models: list[str]
     image_bytes_saved: int
+    model_load_seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds each loaded model's current load took (engines that report it: the embedded one)."""
 
 
 class _LiveCollector(Collector):
@@ -72,6 +74,12 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily(
             "shared_ollama_loaded_models", "Number of models loaded in the engine", len(state.loaded_models)
         )
+        load = GaugeMetricFamily(
+            "shared_ollama_model_load_seconds", "Seconds the current load of each loaded model took", labels=["model"]
+        )
+        for model, seconds in sorted(state.model_load_seconds.items()):  # loaded models only: a bounded set
+            load.add_metric([model], seconds)
+        yield load
         yield GaugeMetricFamily(
             "shared_ollama_image_bytes_saved",
             "Image bytes not sent to the engine thanks to compression",
@@ -132,6 +140,7 @@ class Metrics:
         )
         self.cache = Counter("shared_ollama_cache_requests", "Cache lookups by result", ["result"], registry=target)
         self._children: dict[tuple[str, str, str, str, int, str], tuple[Any, Any]] = {}
+        self._other_children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def observe(self, rec: RequestRecord, *, model: str, tenant: str) -> None:
         """Count ``rec`` under the ``model`` and ``tenant`` labels (from bounded sets: ``labels.py``)."""
@@ -149,19 +158,29 @@ class Metrics:
         children[0].inc()
         children[1].observe(rec.latency)
         if rec.status >= 400 and not rec.engine:
-            self.rejections.labels(rec.code, tenant).inc()
+            self._child(self.rejections, rec.code, tenant).inc()
         if rec.engine:
-            self.queue_wait.labels(tenant).observe(rec.queue_wait)
+            self._child(self.queue_wait, tenant).observe(rec.queue_wait)
         if rec.ttft is not None:
-            self.ttft.labels(model).observe(rec.ttft)
+            self._child(self.ttft, model).observe(rec.ttft)
         if rec.prompt_tokens:
-            self.tokens.labels(model, tenant, "prompt").inc(rec.prompt_tokens)
+            self._child(self.tokens, model, tenant, "prompt").inc(rec.prompt_tokens)
         if rec.completion_tokens:
-            self.tokens.labels(model, tenant, "generated").inc(rec.completion_tokens)
+            self._child(self.tokens, model, tenant, "generated").inc(rec.completion_tokens)
             if rec.eval_seconds > 0:
-                self.tps.labels(model).observe(rec.completion_tokens / rec.eval_seconds)
+                self._child(self.tps, model).observe(rec.completion_tokens / rec.eval_seconds)
         if rec.cache != "none":
-            self.cache.labels(rec.cache).inc()
+            self._child(self.cache, rec.cache).inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per label set (a series appears when first counted)."""
+        key = (id(metric), labels)
+        child = self._other_children.get(key)
+        if child is None:
+            child = metric.labels(*labels)
+            if len(self._other_children) < _MAX_CACHED_LABEL_SETS:
+                self._other_children[key] = child
+        return child
 
     def exposition(self) -> bytes:
         return bytes(generate_latest(self.registry))
