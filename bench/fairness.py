@@ -35,18 +35,23 @@ def _line(label: str, r: Result) -> str:
     )
 
 
-async def _measure(gateway: str, requests: int) -> None:
+async def flood(gateway: str, requests: int) -> tuple[Result, Result, Result]:
+    """The polite tenant alone, then under the 10:1 flood, and the flooding tenant meanwhile."""
     url = gateway + "/api/chat"
     polite = {"X-Shared-Ollama-Project": "polite"}
-    flood = {"X-Shared-Ollama-Project": "flood"}
+    flooding_tenant = {"X-Shared-Ollama-Project": "flood"}
     await run_load(url, WORK, concurrency=2, requests=20, max_seconds=10, headers=polite)  # warm-up
     idle = await run_load(url, WORK, concurrency=2, requests=requests, max_seconds=60, headers=polite)
     flooding = asyncio.create_task(
-        run_load(url, WORK, concurrency=20, requests=requests * 40, max_seconds=120, headers=flood)
+        run_load(url, WORK, concurrency=20, requests=requests * 40, max_seconds=120, headers=flooding_tenant)
     )
     await asyncio.sleep(1.0)  # let the flood fill the queue before measuring (a benchmark, not a test)
     loaded = await run_load(url, WORK, concurrency=2, requests=requests, max_seconds=60, headers=polite)
-    flooded = await flooding
+    return idle, loaded, await flooding
+
+
+async def _measure(gateway: str, requests: int) -> None:
+    idle, loaded, flooded = await flood(gateway, requests)
     print(_line("polite tenant, idle service", idle))
     print(_line("polite tenant, 10:1 flood", loaded))
     print(_line("flooding tenant (same time)", flooded))

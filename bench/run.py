@@ -127,7 +127,7 @@ async def _real(gateway: str, engine: str, runs: int) -> None:
     _row("real engine, streamed generate, tokens/s", direct / runs, gateway_tps / runs, "tok/s", "ratio >= 0.97")
 
 
-ALL = ("parity", "prefix", "affinity", "defaults", "coldstart", "memory")
+ALL = ("parity", "prefix", "affinity", "defaults", "coldstart", "fleet", "memory")
 """The benchmarks ``--all`` runs after this module's own phases, each in a process of its own, in this order."""
 
 

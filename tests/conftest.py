@@ -14,6 +14,14 @@ from shared_ollama.service.poml.renderer import NAMESPACES
 from tests.support.ci import in_ci
 from tests.support.redis_server import redis_server, redis_server_binary
 
+LONG_FIRST = ("tests/reliability/test_schema_fuzz.py",)
+"""Single tests of about a minute: run first, so that with two workers one starts them at once instead of
+finishing the run alone with them while the other worker idles."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(LONG_FIRST))  # stable: the rest keep their order
+
 
 @pytest.fixture(autouse=True)
 def _no_developer_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:

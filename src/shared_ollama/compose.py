@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared_ollama.backends.client import EngineClient
+from shared_ollama.backends.client import EngineApi, EngineClient
 from shared_ollama.backends.head_start import HeadStart
 from shared_ollama.backends.supervisor import EngineSupervisor
 from shared_ollama.service.admission.engine_policy import EnginePolicy, ModelUsers
@@ -33,6 +33,7 @@ from shared_ollama.service.agents.tooling import ToolProvider
 from shared_ollama.service.agents.tools.builtin import BuiltinTools
 from shared_ollama.service.cache.caching import Caching, engine_embedder
 from shared_ollama.service.cache.response import CacheConfig, ResponseCache, make_store
+from shared_ollama.service.fleet.fleet import Fleet, FleetEngines
 from shared_ollama.service.gateway import Gateway
 from shared_ollama.service.images.pipeline import ImageProcessor
 from shared_ollama.service.images.vision import Vision
@@ -119,7 +120,7 @@ def _quotas(settings: Settings) -> Quotas:
     return Quotas(LocalBuckets())
 
 
-def _cache(settings: Settings, client: EngineClient) -> ResponseCache:
+def _cache(settings: Settings, client: EngineApi) -> ResponseCache:
     config = CacheConfig(
         enabled=settings.cache_enabled,
         ttl_seconds=settings.cache_ttl_seconds,
@@ -150,14 +151,23 @@ async def build(
     await counter.start()
     quotas = _quotas(settings)
     stack.push_async_callback(quotas.close)
-    supervisor = EngineSupervisor(settings, head_start)
-    stack.push_async_callback(supervisor.stop)  # before start: an engine started by a failing start is stopped
-    await supervisor.start()
-    client = EngineClient(
-        supervisor.base_url, settings, is_available=supervisor.is_available, token=lambda: supervisor.token
-    )
-    stack.push_async_callback(client.close)
-    await client.open()
+    fleet = Fleet.from_settings(settings)  # engine hosts configured: route to them, start no engine here
+    supervisor: EngineSupervisor | FleetEngines
+    client: EngineApi
+    if fleet is not None:
+        supervisor = FleetEngines(fleet)
+        stack.push_async_callback(fleet.stop)
+        await fleet.start()
+        client = fleet.client
+    else:
+        supervisor = EngineSupervisor(settings, head_start)
+        stack.push_async_callback(supervisor.stop)  # before start: an engine started by a failing start is stopped
+        await supervisor.start()
+        client = EngineClient(
+            supervisor.base_url, settings, is_available=supervisor.is_available, token=lambda: supervisor.token
+        )
+        stack.push_async_callback(client.close)
+        await client.open()
 
     images = ImageProcessor(settings)
     stack.callback(images.close, wait=False)
@@ -175,7 +185,7 @@ async def build(
     caching = Caching(cache, client)
 
     plan = supervisor.plan
-    can_pull = plan is not None and plan.kind != "embedded"
+    can_pull = fleet is not None or (plan is not None and plan.kind != "embedded")
     selection = await choose_profile(settings, lambda: client.request_json("GET", "/api/tags"), can_pull=can_pull)
     own_engine = plan is not None and plan.kind == "embedded" and plan.managed
     limits = limits_in_force(settings, selection, engine_parallel=settings.engine_num_parallel if own_engine else None)
@@ -194,15 +204,19 @@ async def build(
         model_capacity=limits.max_loaded_models,
         model_aging=settings.model_aging_seconds,
         batch_aging=settings.batch_aging_seconds,
+        hosts=fleet.placement_hosts() if fleet is not None else None,
     )
+    if fleet is not None:
+        fleet.on_change = scheduler.poke  # a host back, or its loaded models known: start what waits for it
     memory = MemoryManager(
         loaded=loaded.refresh,
         unload=models.unload,
         busy=scheduler.busy_models,
         idle_timeout=policy.idle_timeout,
         interval=settings.memory_check_interval,
-        high_percent=settings.memory_high_percent,
-        max_loaded=limits.max_loaded_models,
+        # This machine's memory is not the fleet's hosts': with a fleet, only idle timeouts unload models.
+        high_percent=settings.memory_high_percent if fleet is None else 100.0,
+        max_loaded=limits.max_loaded_models if fleet is None else None,  # each host keeps its own limit
     )
     gateway = Gateway(
         settings,
@@ -223,6 +237,7 @@ async def build(
             engine_num_ctx=settings.engine_num_ctx,
             default_output=settings.default_max_output_tokens,
         ),
+        fleet=fleet,
     )
     labels = RecordLabels(
         max_models=settings.metrics_max_models,

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     engine), ``ollama`` (managed), ``embedded`` (managed, llama.cpp) or ``external`` (``ollama_url``, not managed)."""
     ollama_url: str = "http://127.0.0.1:11434"
     """Where a running Ollama is looked for (auto) or the engine to use (external)."""
+    engines_file: Path | None = None
+    """A fleet of engine hosts (docs/SCALING.md): a YAML file listing them (``url``, ``kind``, ``slots``, ``models``,
+    ``weight``, ``api_key``). The gateway then routes each request to one of those hosts and starts no engine of
+    its own (``engine`` and ``ollama_url`` are not used)."""
+    engine_urls: str | None = None
+    """The simple fleet: comma-separated Ollama-API URLs, each a host with ``engine_slots`` (else
+    ``engine_num_parallel``) slots. Ignored when ``engines_file`` is set."""
     ollama_binary: str = "ollama"
     """The executable a managed Ollama is started from (looked up on ``PATH``)."""
     engine_host: str = "127.0.0.1"

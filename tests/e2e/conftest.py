@@ -14,6 +14,7 @@ import pytest
 from shared_ollama.engine.store import ModelStore
 from shared_ollama.engine.tiny_vision import TINY_VISION_NAME, install_tiny_vision
 from shared_ollama.settings import Settings
+from tests.support.llama_server import llama_server_process
 from tests.support.processes import free_port, spawn, stop, wait_http_ok
 
 
@@ -85,6 +86,15 @@ def gateway_url(model_store: Path, artifacts_dir: Path, tmp_path_factory: pytest
         yield url
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def llama_hosts(model_store: Path, artifacts_dir: Path) -> Iterator[tuple[dict[str, str], str]]:
+    """llama.cpp's own OpenAI-compatible server (xllamacpp) for smollm2:135m and all-minilm (one port each), and its
+    API key: the ``openai`` host of the session's tests."""
+    models = ["smollm2:135m", "all-minilm"]
+    with llama_server_process(model_store, models, artifacts_dir / "llama-server-e2e.log") as hosts:
+        yield hosts
 
 
 @pytest.fixture(scope="session")

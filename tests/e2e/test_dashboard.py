@@ -193,6 +193,8 @@ def test_dashboard_shows_the_live_figures(private_gateway: str, artifacts_dir: P
         for r in page.rows("usage-row")
     ] == [("default", "smollm2:135m", CHATS, usage["totals"]["total_tokens"])], "the usage table per project"
     assert usage["totals"]["total_tokens"] == tokens["prompt"] + tokens["generated"]
+    hosts = [(r["data-host"], r["data-state"]) for r in page.rows("host-row")]
+    assert hosts == [("local", "up")], "the engine hosts table: one engine, the local host"
 
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")

@@ -48,6 +48,7 @@ _NOT_RECORDED = frozenset(
         "/api/v1/performance/stats",
         "/api/v1/analytics",
         "/api/v1/usage",
+        "/api/v1/engines",
     }
 )
 _ADMIN_PREFIX = "/api/v1/admin/"

@@ -8,12 +8,13 @@ boundary, so nothing above this module sees aiohttp.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
+from shared_ollama.backends.urls import masked_url
 from shared_ollama.errors import (
     BackendError,
     BackendUnavailable,
@@ -71,6 +72,21 @@ def _no_such_endpoint(status: int, body: bytes) -> bool:
         return True
     error = parsed.get("error") if isinstance(parsed, dict) else None
     return not isinstance(error, str) or "page not found" in error
+
+
+class EngineApi(Protocol):
+    """What the service asks of "the engine": ``EngineClient`` for one engine, ``service/fleet/routing.py``'s
+    ``FleetClient`` for a fleet of hosts."""
+
+    async def request(self, method: str, path: str, body: JsonDict | None = None) -> bytes: ...
+
+    async def request_json(self, method: str, path: str, body: JsonDict | None = None) -> JsonDict: ...
+
+    async def count_tokens(self, model: str, body: JsonDict) -> int | None: ...
+
+    async def upload(self, path: str, chunks: AsyncIterator[bytes], length: int | None = None) -> int: ...
+
+    def stream(self, path: str, body: JsonDict) -> AbstractAsyncContextManager[AsyncIterator[bytes]]: ...
 
 
 class EngineClient:
@@ -143,7 +159,7 @@ class EngineClient:
             raise
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
             raise BackendUnavailable(
-                f"engine unreachable at {self.base_url}: {exc.__class__.__name__}",
+                f"engine unreachable at {masked_url(self.base_url)}: {exc.__class__.__name__}",
                 retry_after=_RETRY_AFTER_DOWN,
             ) from exc
         except TimeoutError as exc:
@@ -224,7 +240,8 @@ class EngineClient:
             if isinstance(exc, TimeoutError):
                 raise RequestTimeout("the engine did not answer in time") from exc
             raise BackendUnavailable(
-                f"engine unreachable at {self.base_url}: {exc.__class__.__name__}", retry_after=_RETRY_AFTER_DOWN
+                f"engine unreachable at {masked_url(self.base_url)}: {exc.__class__.__name__}",
+                retry_after=_RETRY_AFTER_DOWN,
             ) from exc
         if failure:
             raise failure[0]

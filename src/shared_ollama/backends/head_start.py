@@ -85,11 +85,14 @@ class HeadStart:
 
 def start_engine_early(settings: Settings) -> HeadStart | None:
     """Spawn the managed engine now, without waiting for it to answer; None when there is none to start (an
-    external engine, or one already answering on the configured port: the supervisor then uses it)."""
+    external engine, a fleet of engine hosts, or one already answering on the configured port: the supervisor then
+    uses it)."""
     return asyncio.run(_start(settings))
 
 
 async def _start(settings: Settings) -> HeadStart | None:
+    if settings.engines_file is not None or settings.engine_urls:
+        return None  # a fleet of engine hosts: this gateway starts no engine
     plan = await plan_engine(settings)
     if not plan.managed or await probe_version(plan.base_url) is not None:
         return None

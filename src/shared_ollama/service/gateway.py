@@ -17,24 +17,27 @@ from typing import Any
 
 import orjson
 
-from shared_ollama.backends.client import EngineClient
+from shared_ollama.backends.client import EngineApi
 from shared_ollama.backends.supervisor import EngineState, EngineSupervisor
-from shared_ollama.errors import BackendError, InvalidRequest, RequestTimeout
+from shared_ollama.errors import BackendError, BackendUnavailable, InvalidRequest, RequestTimeout
 from shared_ollama.service.admission.context import RequestContext
 from shared_ollama.service.admission.deadline import StreamDeadline
 from shared_ollama.service.admission.engine_policy import PINNED_HEADER, POLICY_HEADER, EnginePolicy, check_model
 from shared_ollama.service.admission.gate import Admission, Admitted
+from shared_ollama.service.admission.placement import LOCAL_HOST
 from shared_ollama.service.admission.prompts import check_prompt_size, request_kind
 from shared_ollama.service.admission.tenants import Tenants
 from shared_ollama.service.cache.caching import Caching
 from shared_ollama.service.cache.response import Hit, aggregate_ndjson, path_kind
+from shared_ollama.service.fleet.fleet import Fleet, FleetEngines
+from shared_ollama.service.fleet.routing import is_unload
 from shared_ollama.service.images.vision import IMAGES_HEADER, Compression, Vision, summary
 from shared_ollama.service.models.loaded import LoadedModels
 from shared_ollama.service.models.memory import MemoryManager
 from shared_ollama.service.models.ops import ModelOps
 from shared_ollama.service.models.policy import ModelPolicy
 from shared_ollama.service.models.profiles import Selection
-from shared_ollama.service.observability.metrics import LiveState
+from shared_ollama.service.observability.metrics import HostFigures, LiveState
 from shared_ollama.service.observability.records import RequestRecord
 from shared_ollama.service.quotas.quotas import Quotas
 from shared_ollama.settings import Settings
@@ -50,8 +53,8 @@ class Gateway:
     def __init__(
         self,
         settings: Settings,
-        client: EngineClient,
-        supervisor: EngineSupervisor,
+        client: EngineApi,
+        supervisor: EngineSupervisor | FleetEngines,
         tenants: Tenants,
         admission: Admission,
         vision: Vision,
@@ -63,6 +66,7 @@ class Gateway:
         caching: Caching,
         engine_policy: EnginePolicy,
         quotas: Quotas,
+        fleet: Fleet | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -81,6 +85,9 @@ class Gateway:
         """What a tenant's request may do to the shared engine (keep_alive, load-time options, output, models)."""
         self.quotas = quotas
         """The tenants' request and token quotas (reserved before the cache and the engine, settled after)."""
+        self.fleet = fleet
+        """The engine hosts requests are placed on (None: the one engine behind ``client``)."""
+        self._attempts = 2 if fleet is not None else 1
 
     @property
     def profile(self) -> Selection | None:
@@ -149,16 +156,29 @@ class Gateway:
             hit = await self._lookup(ctx, body, mode)
             if hit is not None:
                 return hit.body
+        if self.fleet is not None and is_unload(path, body):  # every host that serves the model unloads it
+            return await self.client.request("POST", path, body)
         self.admission.scheduler.check_room()  # a full queue is refused without touching the engine
-        async with self.admission.admit(ctx, str(body["model"]), request_kind(body)) as admitted:
-            self._started(ctx, admitted)
-            try:
-                async with asyncio.timeout(admitted.remaining()):
-                    raw = await self.client.request("POST", path, body)
-            except TimeoutError:
-                raise _overtime(admitted) from None
-            finally:
-                self._used(admitted)
+        for attempt in range(self._attempts):
+            async with self.admission.admit(ctx, str(body["model"]), request_kind(body)) as admitted:
+                self._started(ctx, admitted)
+                host = admitted.ticket.host
+                try:
+                    async with asyncio.timeout(admitted.remaining()):
+                        if self.fleet is None:
+                            raw = await self.client.request("POST", path, body)
+                        else:
+                            raw = await self.fleet.request(str(host), path, body, ctx.headers)
+                except TimeoutError:
+                    raise _overtime(admitted) from None
+                except (BackendUnavailable, BackendError) as exc:
+                    if not self._fail_over(host, exc, attempt):
+                        raise
+                    continue  # the slot is given back; admitted again, on another host (this one is out)
+                finally:
+                    self._used(admitted)
+            self._succeeded(host)
+            break
         with contextlib.suppress(orjson.JSONDecodeError):
             _account(ctx.record, orjson.loads(raw))
         if mode != "off":
@@ -194,22 +214,36 @@ class Gateway:
             if hit is not None:
                 yield _replay(hit.ndjson())
                 return
+        if self.fleet is not None and is_unload(path, body):  # every host that serves the model unloads it
+            raw = await self.client.request("POST", path, body)
+            yield _replay([line + b"\n" for line in raw.splitlines() if line.strip()])
+            return
         self.admission.scheduler.check_room()
         completed: list[bytes] = []
-        async with self.admission.admit(ctx, str(body["model"]), request_kind(body)) as admitted:
-            self._started(ctx, admitted)
-            try:
-                async with asyncio.timeout(admitted.remaining()):
-                    opened = self.client.stream(path, body)
-                    lines = await opened.__aenter__()
-            except TimeoutError:
-                raise _overtime(admitted) from None
-
-            try:
-                yield _within(lines, admitted, ctx, completed if caching is not None else None)
-            finally:
-                self._used(admitted)
-                await opened.__aexit__(None, None, None)
+        for attempt in range(self._attempts):
+            async with self.admission.admit(ctx, str(body["model"]), request_kind(body)) as admitted:
+                self._started(ctx, admitted)
+                host = admitted.ticket.host
+                try:
+                    async with asyncio.timeout(admitted.remaining()):
+                        if self.fleet is None:
+                            opened = self.client.stream(path, body)
+                        else:
+                            opened = self.fleet.stream(str(host), path, body, ctx.headers)
+                        lines = await opened.__aenter__()
+                except TimeoutError:
+                    raise _overtime(admitted) from None
+                except (BackendUnavailable, BackendError) as exc:  # before the first byte: another host may answer
+                    if not self._fail_over(host, exc, attempt):
+                        raise
+                    continue
+                self._succeeded(host)
+                try:
+                    yield _within(lines, admitted, ctx, completed if caching is not None else None)
+                finally:
+                    self._used(admitted)
+                    await opened.__aexit__(None, None, None)
+            break
         # Only a stream that ran to its end left lines here; it is stored after its slot and place are free.
         answer = aggregate_ndjson(completed, path_kind(body)) if caching is not None and completed else None
         if caching is not None and answer is not None:
@@ -225,6 +259,18 @@ class Gateway:
         ctx.record.engine = True
         ctx.record.queue_wait = admitted.ticket.waited
         self._used(admitted)
+
+    def _fail_over(self, host: str | None, exc: BackendError | BackendUnavailable, attempt: int) -> bool:
+        """Whether a request whose engine call failed before its first byte goes to another host: in a fleet, once.
+        The host is taken out (its circuit opens) either way, so the next admission places the request elsewhere."""
+        if self.fleet is None or host is None:
+            return False
+        self.fleet.failed(host, exc.message)
+        return attempt + 1 < self._attempts
+
+    def _succeeded(self, host: str | None) -> None:
+        if self.fleet is not None and host is not None:
+            self.fleet.succeeded(host)
 
     def _used(self, admitted: Admitted) -> None:
         """The model is in use now (at a request's start and end: a model's idle time starts after its last answer)."""
@@ -245,7 +291,15 @@ class Gateway:
             loaded_models=self.loaded.names,
             image_bytes_saved=self.vision.images.totals.bytes_saved,
             model_load_seconds=self.loaded.load_seconds(),
+            hosts=self._host_figures(),
         )
+
+    def _host_figures(self) -> list[HostFigures]:
+        sched = self.admission.scheduler
+        if self.fleet is None:
+            up = self.supervisor.state == EngineState.RUNNING
+            return [HostFigures(LOCAL_HOST, up, sched.slots, sched.running_on(LOCAL_HOST))]
+        return self.fleet.figures(sched.running_on)
 
     async def get(self, path: str) -> bytes:
         return await self.client.request("GET", path)

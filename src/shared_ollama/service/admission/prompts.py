@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from shared_ollama.backends.client import EngineClient
+from shared_ollama.backends.client import EngineApi
 from shared_ollama.errors import InvalidRequest, ModelNotFound, PromptTooLarge, SharedOllamaError
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def _texts(body: JsonDict) -> tuple[list[str], int]:
     return texts, count
 
 
-async def check_prompt_size(client: EngineClient, body: JsonDict, limit: int, *, count_budget: float) -> None:
+async def check_prompt_size(client: EngineApi, body: JsonDict, limit: int, *, count_budget: float) -> None:
     """Raise ``prompt_too_large`` when a chat or generate prompt is over ``limit`` tokens (``count_budget``:
     seconds the engine gets to count it before the estimate decides)."""
     texts, messages = _texts(body)
@@ -89,7 +89,7 @@ async def check_prompt_size(client: EngineClient, body: JsonDict, limit: int, *,
         )
 
 
-async def _count(client: EngineClient, body: JsonDict, budget: float) -> int | None:
+async def _count(client: EngineApi, body: JsonDict, budget: float) -> int | None:
     """The engine's exact count with a model it already holds, or None for the estimate: no tokenizer, the
     model not loaded (the engine answers 409 rather than load it), a failure or no answer within ``budget`` seconds.
     An unknown model and a request the tokenizer calls malformed are the client's errors and are raised."""

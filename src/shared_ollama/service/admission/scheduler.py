@@ -1,6 +1,7 @@
 """Engine slots and the one shared, bounded, fair queue in front of them.
 
-At most ``slots`` requests run on the engine at once. Requests that find every slot taken wait in one queue
+At most ``slots`` requests run on the engine at once (with several engine hosts: each host's ``slots``; see
+below). Requests that find every slot taken wait in one queue
 bounded by ``max_queue`` entries, kept as one FIFO sub-queue per tenant and priority class. When a slot
 frees, the next request is chosen:
 
@@ -12,6 +13,15 @@ frees, the next request is chosen:
 3. by model warmth, only when the requested models do not all fit in the engine at once: among the tenants'
    requests in round-robin order, the first for a model that is already loaded wins, unless a request for a
    cold model has waited ``model_aging`` seconds (then it goes first: no request waits forever).
+   ``model_aging <= 0`` means no model preference at all: plain fair order (1 and 2).
+
+Several engine hosts (``hosts``, see ``placement.py``) share the one queue: when a slot frees anywhere, or a host
+comes back (``poke``), the first request in the fair order of 1 and 2 that a free host can take starts there,
+on a host where its model is warm, else the least-loaded host serving it; a request may wait up to
+``model_aging`` seconds for a busy host where its model is warm. ``Ticket.host`` names the host it runs on;
+``running_on`` counts per host. A model that no host serves is refused at once (``ModelNotFound``; every host
+serving it down: ``BackendUnavailable``). With no hosts given there is one implicit host of ``slots`` slots that
+serves every model, and the rules above are exactly those of a single engine.
 
 Everything here is synchronous bookkeeping on the event loop, so a decision costs microseconds and never
 touches the engine. The clock is injectable for tests.
@@ -20,14 +30,16 @@ touches the engine. The clock is injectable for tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import zip_longest
 
 from shared_ollama.errors import QueueFull, RequestTimeout
+from shared_ollama.service.admission.placement import LOCAL_HOST, Host, Placement
 from shared_ollama.service.admission.stats import RecentTimes
 
 
@@ -48,6 +60,8 @@ class Ticket:
     """The end user inside the tenant, when the request names one (None: the tenant's anonymous user)."""
     enqueued_at: float = 0.0
     started_at: float | None = None
+    host: str | None = None
+    """The engine host it started on (``LOCAL_HOST`` with a single implicit host); None until it starts."""
     granted: asyncio.Future[None] | None = field(default=None, repr=False)
 
     @property
@@ -65,9 +79,16 @@ class Scheduler:
         model_aging: float,
         batch_aging: float,
         warm_models: Callable[[], Collection[str]] | None = None,
+        hosts: Sequence[Host] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.slots = slots
+        """``slots`` is the implicit host's when ``hosts`` is empty or None; given hosts bring their own slots, and
+        ``self.slots`` is then their sum. ``warm_models`` is the implicit host's loaded models (default: the most
+        recently started ones)."""
+        self._many = bool(hosts)
+        self._local = Host(LOCAL_HOST, slots, is_warm=self._is_warm_locally)
+        self._placement = Placement(hosts or [self._local])
+        self.slots = self._placement.slots
         self.max_queue = max_queue
         self.model_capacity = model_capacity
         self.model_aging = model_aging
@@ -85,6 +106,8 @@ class Scheduler:
         self._starts = 0
         self._models: dict[str, int] = {}
         """Requests queued or running per model (what the engine is asked to hold)."""
+        self._timer: asyncio.TimerHandle | None = None
+        """Wakes dispatch when a request stops waiting for a warm host (several hosts only)."""
         self.waits = RecentTimes()
         self.service_times = RecentTimes()
 
@@ -116,6 +139,15 @@ class Scheduler:
             out[key] = out.get(key, 0) + 1
         return out
 
+    @property
+    def hosts(self) -> tuple[Host, ...]:
+        """The engine hosts requests are placed on (the one implicit host when none were given)."""
+        return self._placement.hosts
+
+    def running_on(self, host: str) -> int:
+        """Requests running on the host named ``host``."""
+        return self._placement.running_on(host)
+
     def busy_models(self) -> list[str]:
         """Models with requests queued or running."""
         return list(self._models)
@@ -130,20 +162,29 @@ class Scheduler:
     def check_room(self) -> None:
         """Raise ``queue_full`` if a request arriving now would find every slot taken and the queue full."""
         if self._queued >= self.max_queue and (self._queued or len(self._running) >= self.slots):
-            raise QueueFull(
-                f"the queue is full ({self._queued} requests waiting for {self.slots} engine slots); retry later",
-                retry_after=self.estimated_wait(),
-            )
+            raise self._queue_full()
 
     async def acquire(self, ticket: Ticket, max_wait: float) -> None:
-        """Wait for a slot (at most ``max_wait`` seconds). Leaving early, by error or cancellation, frees the place."""
+        """Wait for a slot (at most ``max_wait`` seconds). Leaving early, by error or cancellation, frees the place.
+        With several hosts, a model no host serves, or none that is up, is refused at once."""
         ticket.enqueued_at = self._clock()
-        if self._queued == 0 and len(self._running) < self.slots:
-            self._start(ticket)
+        if self._many:
+            self._placement.check_served(ticket.model)
+            self._dispatch()  # requests that aged since the last decision go before this one
+            host = self._placement.host_for(ticket, ticket.enqueued_at, self.model_aging)
+            if host is not None:
+                self._start(ticket, host)
+                return
+            if self._queued >= self.max_queue:
+                raise self._queue_full()
+        elif self._queued == 0 and len(self._running) < self.slots:
+            self._start(ticket, self._local)
             return
         self.check_room()
         ticket.granted = asyncio.get_running_loop().create_future()
         self._enqueue(ticket)
+        if self._many:
+            self._wake_for_aging()
         try:
             async with asyncio.timeout(max_wait):
                 await ticket.granted
@@ -164,18 +205,34 @@ class Scheduler:
         if ticket not in self._running:
             return
         self._running.discard(ticket)
+        self._placement.give_back(ticket.host)
         self._forget_model(ticket.model)
         if ticket.started_at is not None:
             self.service_times.add(self._clock() - ticket.started_at)
         self._dispatch()
 
+    def poke(self) -> None:
+        """Start what can start now: call when a host comes back or its loaded models change."""
+        self._dispatch()
+
     # ------------------------------------------------------------------ internals
+
+    def _queue_full(self) -> QueueFull:
+        return QueueFull(
+            f"the queue is full ({self._queued} requests waiting for {self.slots} engine slots); retry later",
+            retry_after=self.estimated_wait(),
+        )
+
+    def _is_warm_locally(self, model: str) -> bool:
+        return model in self._warm_models()
 
     def _recently_used(self) -> Collection[str]:
         return list(self._recent)[-self.model_capacity :]
 
-    def _start(self, ticket: Ticket) -> None:
+    def _start(self, ticket: Ticket, host: Host) -> None:
         ticket.started_at = self._clock()
+        ticket.host = host.name
+        self._placement.take(host)
         self._recent.pop(ticket.model, None)
         self._recent[ticket.model] = None
         if len(self._recent) > 4 * self.model_capacity:
@@ -215,20 +272,57 @@ class Scheduler:
             self._models.pop(model, None)
 
     def _dispatch(self) -> None:
+        if self._many:
+            self._dispatch_hosts()
+            return
         while self._queued and len(self._running) < self.slots:
-            ticket = self._pick()
-            tenants = self._queues[ticket.priority]
-            tickets = tenants.pop(ticket.tenant)
-            tickets.remove(ticket)
-            if tickets:
-                tenants[ticket.tenant] = tickets  # re-inserted last: the tenant's turn is over
-            self._queued -= 1
-            assert ticket.granted is not None
-            if ticket.granted.done():  # its waiter was cancelled a moment ago and has not cleaned up yet
-                self._forget_model(ticket.model)
-                continue
-            self._start(ticket)
-            ticket.granted.set_result(None)
+            self._grant(self._pick(), self._local)
+
+    def _dispatch_hosts(self) -> None:
+        while self._queued and self._placement.any_free():
+            now = self._clock()
+            turn = self._batch_turn
+            choice = self._placement.choose(self._fair_order(now), now, self.model_aging)
+            if choice is None:
+                self._batch_turn = turn  # nobody started: the class's turn is not used up
+                break
+            self._grant(*choice)
+        self._wake_for_aging()
+
+    def _grant(self, ticket: Ticket, host: Host) -> None:
+        """Take ``ticket`` out of the queue and start it on ``host`` (unless its waiter is already gone)."""
+        tenants = self._queues[ticket.priority]
+        tickets = tenants.pop(ticket.tenant)
+        tickets.remove(ticket)
+        if tickets:
+            tenants[ticket.tenant] = tickets  # re-inserted last: the tenant's turn is over
+        self._queued -= 1
+        assert ticket.granted is not None
+        if ticket.granted.done():  # its waiter was cancelled a moment ago and has not cleaned up yet
+            self._forget_model(ticket.model)
+            return
+        self._start(ticket, host)
+        ticket.granted.set_result(None)
+
+    def _wake_for_aging(self) -> None:
+        """Arm one timer for the next moment a waiting request stops waiting for a warm host."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        now = self._clock()
+        waiting = (t for tenants in self._queues.values() for tickets in tenants.values() for t in tickets)
+        at = self._placement.wake_at(waiting, now, self.model_aging)
+        if at is not None:
+            with contextlib.suppress(RuntimeError):  # no loop (a release outside one): the next event decides
+                self._timer = asyncio.get_running_loop().call_later(at - now, self.poke)
+
+    def _fair_order(self, now: float) -> list[Ticket]:
+        """Every waiting request in fair order: the class whose turn it is first, then the rest (a request that no
+        free host takes is passed over for the next)."""
+        first = self._candidates(now)
+        chosen = set(first)
+        rest = [t for p in Priority for t in self._interleave(self._queues[p]) if t not in chosen]
+        return first + rest
 
     def _candidates(self, now: float) -> list[Ticket]:
         """Waiting requests of the class whose turn it is: tenants' heads first, in round-robin order."""
@@ -250,8 +344,8 @@ class Scheduler:
     def _pick(self) -> Ticket:
         now = self._clock()
         candidates = self._candidates(now)
-        if len(self._models) <= self.model_capacity:
-            return candidates[0]  # every requested model fits: plain fairness
+        if self.model_aging <= 0 or len(self._models) <= self.model_capacity:
+            return candidates[0]  # no model preference, or every requested model fits: plain fairness
         warm = set(self._warm_models())
         for ticket in candidates:  # a cold request that waited long enough goes first
             if ticket.model not in warm and now - ticket.enqueued_at >= self.model_aging:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from shared_ollama.backends.client import EngineClient
+from shared_ollama.backends.client import EngineApi
 from shared_ollama.errors import SharedOllamaError
 from shared_ollama.protocol.names import canonical_model
 from shared_ollama.service.admission.context import RequestContext
@@ -30,9 +30,7 @@ _DIGESTS_WAIT = 2.0
 
 
 class Caching:
-    def __init__(
-        self, cache: ResponseCache, client: EngineClient, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, cache: ResponseCache, client: EngineApi, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.cache = cache
         self.client = client
         self._clock = clock
@@ -90,7 +88,7 @@ class Caching:
         await self.cache.store(body, ctx.tenant.name, mode, await self.digest(str(body["model"])), answer)
 
 
-def engine_embedder(client: EngineClient, model: str) -> Callable[[str], Any]:
+def engine_embedder(client: EngineApi, model: str) -> Callable[[str], Any]:
     """The semantic cache's embedding function: the engine's ``/api/embed`` with the given model."""
 
     async def embed(text: str) -> list[float]:

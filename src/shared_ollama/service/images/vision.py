@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from shared_ollama.backends.client import EngineClient
+from shared_ollama.backends.client import EngineApi
 from shared_ollama.errors import InvalidRequest
 from shared_ollama.protocol.names import canonical_model
 from shared_ollama.service.images.pipeline import ImageProcessor, ImageReport
@@ -42,7 +42,7 @@ def summary(reports: list[ImageReport]) -> str:
 
 
 class Vision:
-    def __init__(self, client: EngineClient, images: ImageProcessor, clock: Any = time.monotonic) -> None:
+    def __init__(self, client: EngineApi, images: ImageProcessor, clock: Any = time.monotonic) -> None:
         self.client = client
         self.images = images
         self._clock = clock

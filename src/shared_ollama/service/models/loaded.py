@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from shared_ollama.backends.client import EngineClient
+from shared_ollama.backends.client import EngineApi
 from shared_ollama.errors import SharedOllamaError
 
 JsonDict = dict[str, Any]
 
 
 class LoadedModels:
-    def __init__(self, client: EngineClient, timeout: float = 2.0) -> None:
+    def __init__(self, client: EngineApi, timeout: float = 2.0) -> None:
         self._client = client
         self._timeout = timeout
         self.names: list[str] = []

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from shared_ollama.backends.client import EngineClient
+from shared_ollama.backends.client import EngineApi
 from shared_ollama.errors import ModelNotFound
 from shared_ollama.protocol.modelfile import is_file_reference, parse_modelfile
 from shared_ollama.service.models.local_files import file_blocks, fingerprint, resolve
@@ -27,7 +27,7 @@ JsonDict = dict[str, Any]
 class ModelOps:
     def __init__(
         self,
-        client: EngineClient,
+        client: EngineApi,
         default_keep_alive: str,
         on_change: Callable[[str], None],
         pinned: Callable[[str], JsonDict] | None = None,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from shared_ollama.service.observability.records import RequestRecord
@@ -40,6 +40,21 @@ class LiveState:
     image_bytes_saved: int
     model_load_seconds: dict[str, float] = field(default_factory=dict)
     """Seconds each loaded model's current load took (engines that report it: the embedded one)."""
+    hosts: list[HostFigures] = field(default_factory=list)
+    """Each engine host's figures (one, ``local``, without a fleet)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostFigures:
+    """One engine host at scrape time (the host names come from configuration: a bounded set)."""
+
+    name: str
+    up: bool
+    slots: int
+    in_use: int
+    requests: int | None = None
+    """Requests the host answered (fleet hosts; None: not counted per host)."""
+    failures: int | None = None
 
 
 class _LiveCollector(Collector):
@@ -80,11 +95,32 @@ class _LiveCollector(Collector):
         for model, seconds in sorted(state.model_load_seconds.items()):  # loaded models only: a bounded set
             load.add_metric([model], seconds)
         yield load
+        yield from _host_families(state.hosts)
         yield GaugeMetricFamily(
             "shared_ollama_image_bytes_saved",
             "Image bytes not sent to the engine thanks to compression",
             state.image_bytes_saved,
         )
+
+
+def _host_families(hosts: list[HostFigures]) -> Iterator[Metric]:
+    up = GaugeMetricFamily("shared_ollama_engine_host_up", "1 when the engine host takes requests", labels=["host"])
+    slots = GaugeMetricFamily("shared_ollama_engine_host_slots", "Engine host slots", labels=["host", "state"])
+    requests = CounterMetricFamily(
+        "shared_ollama_engine_host_requests", "Requests answered by each engine host", labels=["host"]
+    )
+    failures = CounterMetricFamily(
+        "shared_ollama_engine_host_failures", "Requests an engine host failed (connection, 5xx)", labels=["host"]
+    )
+    for host in hosts:
+        up.add_metric([host.name], int(host.up))
+        slots.add_metric([host.name, "total"], host.slots)
+        slots.add_metric([host.name, "in_use"], host.in_use)
+        if host.requests is not None:
+            requests.add_metric([host.name], host.requests)
+        if host.failures is not None:
+            failures.add_metric([host.name], host.failures)
+    yield from (up, slots, requests, failures)
 
 
 class Metrics:

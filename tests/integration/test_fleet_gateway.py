@@ -1,0 +1,201 @@
+"""A fleet of scripted engine hosts behind one gateway (in process): placement by model, the merged model list,
+``GET /api/v1/engines``, failover before the first byte, a host taken out and back. The real engines' version of
+these is tests/e2e/test_fleet_e2e.py; here the engines are scripted so faults can be injected."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from shared_ollama.app import create_app
+from shared_ollama.settings import Settings
+from tests.support.fake_engine import FakeEngine
+from tests.support.processes import free_port
+
+HOST = "X-Shared-Ollama-Engine-Host"
+
+
+class Host:
+    """A scripted engine served on a loopback port in a thread of its own (stopped and started again at will)."""
+
+    def __init__(self) -> None:
+        self.engine = FakeEngine()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        config = uvicorn.Config(self.engine, host="127.0.0.1", port=self.port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and time.monotonic() < deadline:
+            time.sleep(0.01)  # readiness of a thread we own, bounded
+        assert self._server.started
+
+    def stop(self) -> None:
+        assert self._server is not None and self._thread is not None
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def chats(self) -> list[str]:
+        """The models of the chat requests this engine received."""
+        return [r["body"].get("model") for r in self.engine.received if r["path"] == "/api/chat"]
+
+
+@contextmanager
+def hosts(count: int) -> Iterator[list[Host]]:
+    started = [Host() for _ in range(count)]
+    for host in started:
+        host.start()
+    try:
+        yield started
+    finally:
+        for host in started:
+            if host._server is not None and not host._server.should_exit:
+                host.stop()
+
+
+@pytest.fixture
+def fleet() -> Iterator[list[Host]]:
+    with hosts(2) as started:
+        yield started
+
+
+@contextmanager
+def engines_file(tmp_path: Path, entries: list[dict[str, Any]]) -> Iterator[Path]:
+    import yaml
+
+    path = tmp_path / "engines.yaml"
+    path.write_text(yaml.safe_dump({"engines": entries}))
+    yield path
+
+
+@asynccontextmanager
+async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=30) as client:
+            yield client
+
+
+def _chat(model: str) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": False}
+
+
+async def test_requests_go_only_to_hosts_that_serve_their_model(tmp_path: Path, fleet: list[Host]) -> None:
+    a, b = fleet
+    entries = [
+        {"name": "a", "url": a.url, "slots": 2, "models": ["fake", "only-a"]},
+        {"name": "b", "url": b.url, "slots": 2, "models": ["fake"]},
+    ]
+    with engines_file(tmp_path, entries) as path:
+        settings = Settings(_env_file=None, engines_file=path, data_dir=tmp_path)
+        async with _client(settings) as client:
+            for _ in range(4):
+                answer = await client.post("/api/chat", json=_chat("only-a"))
+                assert answer.status_code == 200, answer.text
+                assert answer.headers[HOST] == "a"
+            missing = await client.post("/api/chat", json=_chat("nowhere"))
+            assert missing.status_code == 404 and missing.json()["code"] == "model_not_found"
+            tags = (await client.get("/api/tags")).json()["models"]
+            assert [(m["name"], m["hosts"]) for m in tags] == [("fake:latest", ["a", "b"])]
+            listed = {e["name"]: e for e in (await client.get("/api/v1/engines")).json()["engines"]}
+            assert listed["a"]["state"] == listed["b"]["state"] == "up"
+            assert listed["a"]["slots"] == 2 and listed["a"]["slots_in_use"] == 0
+    assert a.chats() == ["only-a"] * 4, "the engine that serves the model got every request for it"
+    assert b.chats() == []
+
+
+async def test_a_host_that_fails_before_the_first_byte_is_retried_elsewhere_and_shown_down(
+    tmp_path: Path, fleet: list[Host]
+) -> None:
+    a, b = fleet
+    # b first: with both idle, the first listed host is chosen, so the first request goes to the stopped one
+    settings = Settings(_env_file=None, engine_urls=f"{b.url},{a.url}", data_dir=tmp_path, engine_health_interval=60)
+    async with _client(settings) as client:
+        b.stop()  # the monitor does not know yet: its next probe is a minute away
+        answers = [await client.post("/api/chat", json=_chat("fake")) for _ in range(6)]
+        assert [r.status_code for r in answers] == [200] * 6, [r.text for r in answers]
+        assert {r.headers[HOST] for r in answers} == {f"127.0.0.1:{a.port}"}
+        streamed = await client.post("/api/chat", json={**_chat("fake"), "stream": True})
+        assert streamed.status_code == 200 and streamed.text.strip().splitlines()[-1].find('"done":true') > 0
+        listed = {e["name"]: e for e in (await client.get("/api/v1/engines")).json()["engines"]}
+        down = listed[f"127.0.0.1:{b.port}"]
+        assert down["state"] == "down" and down["failures"] >= 1 and down["last_error"]
+        assert listed[f"127.0.0.1:{a.port}"]["state"] == "up"
+        health = (await client.get("/api/v1/health")).json()
+        assert health["status"] == "healthy" and health["engine"]["hosts_up"] == 1
+        metrics = (await client.get("/metrics")).text.splitlines()
+        assert f'shared_ollama_engine_host_up{{host="127.0.0.1:{b.port}"}} 0.0' in metrics
+        assert f'shared_ollama_engine_host_up{{host="127.0.0.1:{a.port}"}} 1.0' in metrics
+        assert f'shared_ollama_engine_host_requests_total{{host="127.0.0.1:{a.port}"}} 7.0' in metrics
+        assert f'shared_ollama_engine_host_failures_total{{host="127.0.0.1:{b.port}"}} 1.0' in metrics
+    assert len(a.chats()) == 7
+
+
+async def test_every_host_down_is_a_503_with_retry_after(tmp_path: Path) -> None:
+    with hosts(1) as (a,):
+        settings = Settings(_env_file=None, engine_urls=a.url, data_dir=tmp_path, engine_health_interval=60)
+        async with _client(settings) as client:
+            a.stop()
+            failed = await client.post("/api/chat", json=_chat("fake"))
+            assert failed.status_code == 503, failed.text
+            assert failed.headers["Retry-After"]
+            again = await client.post("/api/chat", json=_chat("fake"))
+            assert again.status_code == 503 and again.json()["code"] == "backend_unavailable"
+            health = await client.get("/api/v1/health")
+            assert health.status_code == 503 and health.json()["status"] == "degraded"
+
+
+async def test_one_engine_is_listed_as_the_local_host(gateway: httpx.AsyncClient) -> None:
+    assert (await gateway.post("/api/chat", json=_chat("fake"))).status_code == 200
+    (local,) = (await gateway.get("/api/v1/engines")).json()["engines"]
+    assert local["name"] == "local" and local["state"] == "up" and local["kind"] == "external"
+    assert local["slots"] >= 1 and local["slots_in_use"] == 0
+    metrics = (await gateway.get("/metrics")).text.splitlines()
+    assert 'shared_ollama_engine_host_up{host="local"} 1.0' in metrics
+
+
+async def test_model_management_reaches_every_host_and_unloading_every_host_that_serves_the_model(
+    tmp_path: Path, fleet: list[Host]
+) -> None:
+    a, b = fleet
+    settings = Settings(_env_file=None, engine_urls=f"{a.url},{b.url}", data_dir=tmp_path)
+    async with _client(settings) as client:
+        pulled = await client.post("/api/pull", json={"model": "fake", "stream": True})
+        lines = [line for line in pulled.text.splitlines() if line]
+        assert pulled.status_code == 200 and lines.count('{"status":"success"}') == 1, lines
+        assert lines[-1] == '{"status":"success"}'
+        unloaded = await client.post("/api/generate", json={"model": "fake", "keep_alive": 0})
+        assert unloaded.status_code == 200, unloaded.text
+        ps = (await client.get("/api/ps")).json()
+        assert ps == {"models": []}
+    for host in (a, b):
+        paths = [(r["path"], r["body"].get("keep_alive")) for r in host.engine.received]
+        assert ("/api/pull", None) in paths, "the pull went to every host"
+        assert ("/api/generate", 0) in paths, "the unload went to every host that serves the model"
+
+
+async def test_a_blob_upload_reaches_every_host(tmp_path: Path, fleet: list[Host]) -> None:
+    a, b = fleet
+    digest = "sha256:" + "ab" * 32
+    body = b"x" * 300_000
+    settings = Settings(_env_file=None, engine_urls=f"{a.url},{b.url}", data_dir=tmp_path)
+    async with _client(settings) as client:
+        assert (await client.head(f"/api/blobs/{digest}")).status_code == 404
+        sent = await client.post(f"/api/blobs/{digest}", content=body)
+        assert sent.status_code == 201, sent.text
+    assert a.engine.blobs == [len(body)] and b.engine.blobs == [len(body)], "each host received the whole blob"
+    assert not list((tmp_path / "tmp").iterdir()), "the spooled copy is gone"
