@@ -140,6 +140,8 @@ class BackendError(SharedOllamaError):
     code = "backend_error"
     status = 502
     openai_type = "server_error"
+    upstream_status: int | None = None
+    """The engine's own HTTP status, when the error is its non-2xx answer (a 5xx may be another host's to retry)."""
 
 
 class InsufficientStorage(SharedOllamaError):

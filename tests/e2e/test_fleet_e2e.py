@@ -194,3 +194,12 @@ def test_the_ollama_client_chats_through_an_openai_host(fleet: FleetUnderTest) -
     )
     lines = [line for line in streamed.text.splitlines() if line]
     assert streamed.status_code == 200 and '"done":true' in lines[-1]
+
+
+def test_an_openai_host_is_never_asked_what_only_ollama_hosts_answer(fleet: FleetUnderTest) -> None:
+    with httpx.Client(base_url=fleet.url, timeout=60, headers=NO_CACHE) as http:
+        shown = http.post("/api/show", json={"model": VIA_OPENAI})
+        assert shown.status_code == 200 and "capabilities" not in shown.json(), "nothing known, nothing claimed"
+        loaded = http.post("/api/generate", json={"model": VIA_OPENAI, "stream": False})
+        assert loaded.status_code == 200, loaded.text
+        assert loaded.json()["done_reason"] == "load" and loaded.json()["response"] == ""

@@ -199,3 +199,24 @@ async def test_a_blob_upload_reaches_every_host(tmp_path: Path, fleet: list[Host
         assert sent.status_code == 201, sent.text
     assert a.engine.blobs == [len(body)] and b.engine.blobs == [len(body)], "each host received the whole blob"
     assert not list((tmp_path / "tmp").iterdir()), "the spooled copy is gone"
+
+
+async def test_a_4xx_is_the_requests_own_and_a_5xx_is_retried_on_another_host(
+    tmp_path: Path, fleet: list[Host]
+) -> None:
+    a, b = fleet
+    served = ["fake", "fault-409", "fault-500"]
+    entries = [{"name": "a", "url": a.url, "models": served}, {"name": "b", "url": b.url, "models": served}]
+    with engines_file(tmp_path, entries) as path:
+        settings = Settings(_env_file=None, engines_file=path, data_dir=tmp_path, engine_health_interval=60)
+        async with _client(settings) as client:
+            conflict = await client.post("/api/chat", json=_chat("fault-409"))
+            assert conflict.status_code == 502 and "409" in conflict.json()["error"]
+            listed = {e["name"]: e for e in (await client.get("/api/v1/engines")).json()["engines"]}
+            assert listed["a"]["state"] == listed["b"]["state"] == "up", "a 4xx takes no host out"
+            assert len(a.chats()) + len(b.chats()) == 1, "and is not retried"
+            broken = await client.post("/api/chat", json=_chat("fault-500"))
+            assert broken.status_code == 502, broken.text
+            assert a.chats().count("fault-500") == b.chats().count("fault-500") == 1, "retried once, on the other"
+            listed = {e["name"]: e for e in (await client.get("/api/v1/engines")).json()["engines"]}
+            assert listed["a"]["state"] == listed["b"]["state"] == "down"

@@ -194,3 +194,12 @@ def test_masked_url_hides_the_password(url: str, masked: str) -> None:
 def test_a_host_shows_its_url_masked() -> None:
     (host,) = parse_engine_urls("http://u:pw@h:1", default_slots=1)
     assert host.display_url == "http://u:***@h:1"
+
+
+def test_a_yaml_error_names_the_line_but_never_quotes_it(tmp_path: Path) -> None:
+    path = tmp_path / "engines.yaml"
+    path.write_text('engines:\n  - url: http://a:1\n    api_key: "sk-very-secret\n')
+    with pytest.raises(FleetConfigError) as caught:
+        load_fleet_config(path, default_slots=1)
+    assert "not valid YAML at line" in str(caught.value)
+    assert "sk-very-secret" not in str(caught.value)

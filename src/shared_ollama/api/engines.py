@@ -8,6 +8,7 @@ fleet configured) the list has that engine only, under the scheduler's name for 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -30,8 +31,18 @@ async def engines(request: Request) -> Response:
     listed = _fleet(gateway) if gateway.fleet is not None else await _single(gateway)
     if gateway.tenants.auth_enabled and not tenant.is_admin:
         for entry in listed:
-            entry.pop("url", None)
+            _hide_location(entry)
     return json_response({"engines": listed})
+
+
+def _hide_location(entry: dict[str, Any]) -> None:
+    """Where the host runs, out of an entry for a caller who may not see it (its URL, also inside its last error,
+    which names the host instead)."""
+    url = entry.pop("url", None)
+    error = entry.get("last_error")
+    if isinstance(error, str):
+        error = re.sub(r"\b[a-z][a-z0-9+.-]*://\S+", "the host", error)  # any URL, whoever's it is
+        entry["last_error"] = error.replace(str(url), "the host") if url else error
 
 
 def _fleet(gateway: Gateway) -> list[dict[str, Any]]:

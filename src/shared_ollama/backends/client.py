@@ -56,7 +56,9 @@ def error_from_status(status: int, body: bytes) -> SharedOllamaError:
         return BackendUnavailable(message, retry_after=_RETRY_AFTER_DOWN)
     if status == 413:
         return InvalidRequest(message)
-    return BackendError(f"engine error (HTTP {status}): {message}")
+    error = BackendError(f"engine error (HTTP {status}): {message}")
+    error.upstream_status = status
+    return error
 
 
 def _no_such_endpoint(status: int, body: bytes) -> bool:

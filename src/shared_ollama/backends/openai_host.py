@@ -19,7 +19,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -49,6 +50,7 @@ from shared_ollama.protocol.upstream_openai import (
 from shared_ollama.protocol.upstream_openai_stream import ChatStreamToNative, GenerateStreamToNative
 
 JsonDict = dict[str, Any]
+T = TypeVar("T")
 _RETRY_AFTER = 2.0
 
 
@@ -87,6 +89,15 @@ def _json_object(payload: bytes) -> JsonDict:
     if not isinstance(parsed, dict):
         raise BackendError("the upstream host sent an answer that is not a JSON object")
     return parsed
+
+
+def _readable(translate: Callable[[], T]) -> T:
+    """``translate()``, an upstream answer turned native; an answer of an unexpected shape (a field of the wrong
+    type, a value out of range) is a ``BackendError`` naming the problem, never an unhandled exception."""
+    try:
+        return translate()
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, IndexError) as exc:
+        raise BackendError(f"the upstream host sent an answer that could not be read: {exc}") from None
 
 
 def _line(native: JsonDict) -> bytes:
@@ -159,7 +170,7 @@ class OpenAIHostClient:
         body, dropped = chat_request({**native, "stream": False})
         started = self._clock()
         answer = await self._send("POST", CHAT_PATH, body)
-        native_answer = chat_answer(answer, str(native.get("model", "")), started, self._clock())
+        native_answer = _readable(lambda: chat_answer(answer, str(native.get("model", "")), started, self._clock()))
         return HostAnswer(orjson.dumps(native_answer), tuple(dropped))
 
     async def generate(self, native: JsonDict) -> HostAnswer:
@@ -167,7 +178,7 @@ class OpenAIHostClient:
         body, dropped = generate_request({**native, "stream": False})
         started = self._clock()
         answer = await self._send("POST", CHAT_PATH if is_chat_body(body) else COMPLETIONS_PATH, body)
-        native_answer = generate_answer(answer, str(native.get("model", "")), started, self._clock())
+        native_answer = _readable(lambda: generate_answer(answer, str(native.get("model", "")), started, self._clock()))
         return HostAnswer(orjson.dumps(native_answer), tuple(dropped))
 
     async def embed(self, native: JsonDict) -> HostAnswer:
@@ -176,7 +187,8 @@ class OpenAIHostClient:
         started = self._clock()
         answer = await self._send("POST", EMBEDDINGS_PATH, body)
         dimensions = body.get("dimensions")
-        native_answer = embed_answer(answer, str(native.get("model", "")), started, self._clock(), dimensions)
+        model = str(native.get("model", ""))
+        native_answer = _readable(lambda: embed_answer(answer, model, started, self._clock(), dimensions))
         return HostAnswer(orjson.dumps(native_answer), tuple(dropped))
 
     async def models(self) -> list[str]:
@@ -277,7 +289,8 @@ class OpenAIHostClient:
                     chunk = orjson.loads(data)
                 except orjson.JSONDecodeError as exc:
                     raise BackendError("the upstream host sent an unreadable stream event") from exc
-                for native in converter.feed(chunk) if isinstance(chunk, dict) else []:
+                natives = _readable(partial(converter.feed, chunk)) if isinstance(chunk, dict) else []
+                for native in natives:
                     yield _line(native)
             else:
                 if converter.finish_reason is None:
@@ -290,5 +303,5 @@ class OpenAIHostClient:
             ) from exc
         except TimeoutError as exc:
             raise RequestTimeout("the upstream host stopped sending tokens") from exc
-        for native in converter.finish(self._clock()):
+        for native in _readable(lambda: converter.finish(self._clock())):
             yield _line(native)

@@ -261,9 +261,13 @@ class Gateway:
         self._used(admitted)
 
     def _fail_over(self, host: str | None, exc: BackendError | BackendUnavailable, attempt: int) -> bool:
-        """Whether a request whose engine call failed before its first byte goes to another host: in a fleet, once.
-        The host is taken out (its circuit opens) either way, so the next admission places the request elsewhere."""
+        """Whether a request whose engine call failed before its first byte goes to another host: in a fleet, once,
+        when the host could not be reached or answered a 5xx. The host is then taken out (its circuit opens), so the
+        next admission places the request elsewhere; any other error (a 4xx, an unreadable answer) is the request's
+        and goes back to the client as it is."""
         if self.fleet is None or host is None:
+            return False
+        if not isinstance(exc, BackendUnavailable) and (exc.upstream_status or 0) < 500:
             return False
         self.fleet.failed(host, exc.message)
         return attempt + 1 < self._attempts

@@ -216,8 +216,14 @@ def load_fleet_config(path: Path, *, default_slots: int) -> tuple[Host, ...]:
     """The hosts of an engines file; a missing, unreadable, malformed or invalid one is a ``FleetConfigError``."""
     try:
         raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise FleetConfigError(f"invalid engines config {path}: {exc}") from None
+    except yaml.MarkedYAMLError as exc:  # its own message would quote the line, which may hold an api_key
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise FleetConfigError(f"invalid engines config {path}: not valid YAML{where}: {exc.problem}") from None
+    except OSError as exc:
+        raise FleetConfigError(f"invalid engines config {path}: {exc.strerror or exc.__class__.__name__}") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise FleetConfigError(f"invalid engines config {path}: {exc.__class__.__name__}") from None
     return parse_fleet_config(raw if raw is not None else {}, default_slots=default_slots, source=str(path))
 
 

@@ -23,6 +23,7 @@ from functools import partial
 from typing import Any
 
 import aiohttp
+import orjson
 
 from shared_ollama.backends.client import EngineClient
 from shared_ollama.backends.openai_host import OpenAIHostClient
@@ -32,7 +33,7 @@ from shared_ollama.service.admission import placement
 from shared_ollama.service.fleet.config import Host, load_fleet_config, parse_engine_urls
 from shared_ollama.service.fleet.health import BreakerPolicy
 from shared_ollama.service.fleet.prober import FleetMonitor
-from shared_ollama.service.fleet.routing import FleetClient, HostClient
+from shared_ollama.service.fleet.routing import FleetClient, HostClient, is_load, loaded_answer
 from shared_ollama.service.observability.metrics import HostFigures
 from shared_ollama.settings import Settings
 
@@ -88,7 +89,7 @@ class Fleet:
                 clients[host.name] = EngineClient(
                     host.url, settings, is_available=lambda b=breaker: b.available, token=partial(_key, host)
                 )
-        client = FleetClient(monitor, clients, settings.data_dir / "tmp")
+        client = FleetClient(monitor, clients, settings.data_dir / "tmp", list_timeout=settings.engine_probe_timeout)
         return cls(settings=settings, monitor=monitor, clients=clients, session=session, client=client)
 
     # ------------------------------------------------------------------ life
@@ -174,6 +175,7 @@ class Fleet:
     def _prepared(self, name: str, body: JsonDict, headers: dict[str, str]) -> tuple[HostClient, JsonDict]:
         """The host's client and the body as that host takes it (an ``openai`` host's own model name)."""
         headers[HOST_HEADER] = name
+        headers.pop(DROPPED_HEADER, None)  # from an earlier attempt on another host
         self.started(name, str(body["model"]))
         client = self.clients[name]
         if isinstance(client, OpenAIHostClient):
@@ -188,6 +190,8 @@ class Fleet:
         client, body = self._prepared(name, body, headers)
         if not isinstance(client, OpenAIHostClient):
             return await client.request("POST", path, body)
+        if is_load(path, body):  # it serves what it lists: nothing to load, and nothing to generate
+            return orjson.dumps(loaded_answer(str(body["model"])))
         dropped: list[str] = []
         raw = await client.request("POST", path, body, dropped=dropped)
         _note_dropped(headers, dropped)
@@ -202,6 +206,9 @@ class Fleet:
         if not isinstance(client, OpenAIHostClient):
             async with client.stream(path, body) as lines:
                 yield lines
+            return
+        if is_load(path, body):
+            yield _lines([orjson.dumps(loaded_answer(str(body["model"]))) + b"\n"])
             return
         dropped: list[str] = []
         async with client.stream(path, body, dropped=dropped) as lines:
@@ -249,6 +256,11 @@ class FleetEngines:
 
 def _key(host: Host) -> str | None:
     return host.api_key
+
+
+async def _lines(lines: list[bytes]) -> AsyncIterator[bytes]:
+    for line in lines:
+        yield line
 
 
 def _note_dropped(headers: dict[str, str], dropped: list[str]) -> None:

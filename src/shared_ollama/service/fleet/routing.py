@@ -16,6 +16,7 @@ models' view) need not know about hosts:
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +27,7 @@ import orjson
 
 from shared_ollama.backends.client import EngineClient
 from shared_ollama.backends.openai_host import OpenAIHostClient
-from shared_ollama.errors import BackendUnavailable, FeatureNotImplemented, ModelNotFound
+from shared_ollama.errors import BackendUnavailable, ModelNotFound, SharedOllamaError
 from shared_ollama.protocol.names import canonical_model
 from shared_ollama.service.fleet.config import Host
 from shared_ollama.service.fleet.prober import FleetMonitor
@@ -40,8 +41,12 @@ _SPOOL_CHUNK = 1 << 20
 class FleetClient:
     """``EngineClient``'s interface over the fleet (see the module docstring for where each call goes)."""
 
-    def __init__(self, monitor: FleetMonitor, clients: dict[str, HostClient], spool_dir: Path) -> None:
+    def __init__(
+        self, monitor: FleetMonitor, clients: dict[str, HostClient], spool_dir: Path, list_timeout: float = 2.0
+    ) -> None:
         self.monitor = monitor
+        self.list_timeout = list_timeout
+        """Seconds each host gets to give its model list for a merged view."""
         self.clients = clients
         self._spool_dir = spool_dir
 
@@ -56,13 +61,12 @@ class FleetClient:
         return hosts
 
     def host_for(self, model: str) -> Host:
-        """A host that serves ``model`` and is up, one that has it loaded first."""
-        warm = self.monitor.warm_hosts(model)
-        if warm:
-            return warm[0]
+        """A host that serves ``model`` and is up: an ``ollama`` host first (they answer every Ollama call), one
+        that has it loaded first."""
         hosts = self.monitor.hosts_for(model)
+        warm = set(h.name for h in self.monitor.warm_hosts(model))
         if hosts:
-            return hosts[0]
+            return min(hosts, key=lambda h: (h.kind != "ollama", h.name not in warm))
         if any(self.monitor.serves(h.name, model) for h in self.monitor.hosts):
             raise BackendUnavailable(f"every engine host that serves {model!r} is down")
         raise ModelNotFound(f"model {model!r} not found on any engine host")
@@ -84,7 +88,12 @@ class FleetClient:
         if model and is_unload(path, body):
             return await self._unload(path, body or {})
         if model:
-            return await self._client(self.host_for(model)).request(method, path, body)
+            host = self.host_for(model)
+            if host.kind == "openai" and path == "/api/show":
+                return orjson.dumps(_show_openai(model))
+            if host.kind == "openai" and is_load(path, body):
+                return orjson.dumps(loaded_answer(model))
+            return await self._client(host).request(method, path, body)
         return await self._client(self._up(kind="ollama")[0]).request(method, path, body)
 
     async def request_json(self, method: str, path: str, body: JsonDict | None = None) -> JsonDict:
@@ -125,18 +134,13 @@ class FleetClient:
     # ------------------------------------------------------------------ merged and broadcast calls
 
     async def _merged(self, path: str) -> JsonDict:
+        """Every up host's list, asked at once, each within the probe timeout (a host that fails or lags is left
+        out: the others still answer); each model once, with the hosts that have it."""
+        hosts = [h for h in self._up() if path != "/api/ps" or h.kind == "ollama"]
+        lists = await asyncio.gather(*(self._listed(host, path) for host in hosts))
         merged: dict[str, JsonDict] = {}
-        for host in self._up():
-            if path == "/api/ps" and host.kind != "ollama":
-                continue
-            if host.kind == "openai" and host.models is not None:  # listed under the names clients use
-                listed: JsonDict = {"models": [{"name": name, "model": name} for name in host.models]}
-            else:
-                try:
-                    listed = await self._client(host).request_json("GET", path)
-                except (BackendUnavailable, FeatureNotImplemented):
-                    continue  # the breaker learns it from the probes; the others still answer
-            for entry in listed.get("models") or []:
+        for host, listed in zip(hosts, lists, strict=True):
+            for entry in listed:
                 if not isinstance(entry, dict) or not entry.get("name"):
                     continue
                 name = canonical_model(str(entry["name"]))
@@ -145,6 +149,17 @@ class FleetClient:
                 kept = merged.setdefault(name, {**entry, "hosts": []})
                 kept["hosts"].append(host.name)
         return {"models": list(merged.values())}
+
+    async def _listed(self, host: Host, path: str) -> list[Any]:
+        if host.kind == "openai" and host.models is not None:  # listed under the names clients use
+            return [{"name": name, "model": name} for name in host.models]
+        try:
+            async with asyncio.timeout(self.list_timeout):
+                listed = await self._client(host).request_json("GET", path)
+        except (SharedOllamaError, TimeoutError):
+            return []
+        models = listed.get("models")
+        return models if isinstance(models, list) else []
 
     async def _on_each(self, method: str, path: str, body: JsonDict | None) -> bytes:
         """The call on every ``ollama`` host that is up; the first answer, or the first error once all ran."""
@@ -165,10 +180,11 @@ class FleetClient:
         return answers[0]
 
     async def _unload(self, path: str, body: JsonDict) -> bytes:
+        """Every ``ollama`` host serving the model unloads it (an ``openai`` host keeps what it serves)."""
         model = str(body["model"])
-        hosts = [h for h in self.monitor.hosts_for(model) if h.kind == "ollama"] or [self.host_for(model)]
+        hosts = [h for h in self.monitor.hosts_for(model) if h.kind == "ollama"]
         answers = [await self._client(h).request("POST", path, body) for h in hosts]
-        return answers[0]
+        return answers[0] if answers else orjson.dumps({**loaded_answer(model), "done_reason": "unload"})
 
     async def _pull_each(self, body: JsonDict) -> AsyncIterator[bytes]:
         """Each ``ollama`` host's pull progress in turn; every host's lines but the last host's final
@@ -183,6 +199,24 @@ class FleetClient:
                     if index < len(hosts) - 1 and b'"success"' in line:
                         continue
                     yield line
+
+
+def is_load(path: str, body: JsonDict | None) -> bool:
+    """Whether ``body`` only asks for its model to be loaded (nothing to answer)."""
+    if path not in ("/api/generate", "/api/chat", "/api/embed") or not isinstance(body, dict):
+        return False
+    return not body.get("prompt") and not body.get("messages") and not body.get("input")
+
+
+def loaded_answer(model: str) -> JsonDict:
+    """Ollama's answer to a load request, for a host that serves its models without loading them on request."""
+    return {"model": model, "created_at": "1970-01-01T00:00:00Z", "response": "", "done": True, "done_reason": "load"}
+
+
+def _show_openai(model: str) -> JsonDict:
+    """``/api/show`` of a model only an OpenAI-compatible host serves: nothing is known of it, its capabilities
+    included (so images are sent, as data URIs, and the host itself says whether the model sees)."""
+    return {"modelfile": "", "parameters": "", "template": "", "details": {}, "model_info": {}}
 
 
 def is_unload(path: str, body: JsonDict | None) -> bool:
