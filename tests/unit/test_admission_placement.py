@@ -118,6 +118,18 @@ async def test_a_request_waits_for_a_busy_warm_host_at_most_model_aging(waited: 
         assert waiting.host == "a"
 
 
+async def test_a_backlog_beyond_the_warm_hosts_slots_spreads_to_a_cold_host_at_once() -> None:
+    sched, _ = fleet(FakeHost("a", warm={"m"}), FakeHost("b"), model_aging=15.0)
+    d = Driver(sched)
+    await d.start("blocker")  # a's one slot
+    first = await d.queue("first")
+    assert first.host is None, "one waiting request fits in a's slot: it waits for the warm host"
+    second = d.submit("second")
+    await settle()
+    assert first.host == "b" and second.host is None, "two do not fit: the oldest goes to b now, in fair order"
+    assert sched.queued == 1
+
+
 async def test_a_waiting_request_takes_a_cold_host_when_it_ages_without_a_poke() -> None:
     # The real clock: a timer wakes dispatch when the request has waited model_aging (50 ms).
     a, b = FakeHost("a", warm={"m"}), FakeHost("b")

@@ -11,8 +11,10 @@ A ``Host`` is what the scheduler knows of one engine host: its ``name``, how man
 2. among them a host where the model is warm, else the least-loaded one (slots in use / slots; ties: the
    higher ``weight``, then the order the hosts were given in);
 3. a request whose model is warm on a host that is busy waits for that host rather than loading the model on a
-   free cold one, but at most ``model_aging`` seconds from its arrival; then it takes any free host serving
-   its model (affinity never starves a request). With ``model_aging <= 0`` no request waits for a warm host:
+   free cold one — while the requests waiting for that model fit in the warm hosts' slots (a backlog beyond
+   them is spread to another host, which so becomes warm too: a busy model scales out), and at most
+   ``model_aging`` seconds from its arrival; then it takes any free host serving its model (affinity never
+   starves a request). With ``model_aging <= 0`` no request waits for a warm host:
    the first request in fair order takes the best free host serving its model.
 
 A request that cannot be placed now is passed over for the next one in fair order; it keeps its place. With no
@@ -22,6 +24,7 @@ today's single-engine behaviour. Synchronous bookkeeping only; the clock is the 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -104,9 +107,10 @@ class Placement:
             names = ", ".join(h.name for h in serving)
             raise BackendUnavailable(f"every engine host serving model '{model}' is unavailable ({names}); retry later")
 
-    def host_for(self, ticket: Ticket, now: float, model_aging: float) -> Host | None:
+    def host_for(self, ticket: Ticket, now: float, model_aging: float, backlog: int = 1) -> Host | None:
         """The host ``ticket`` should start on now, or None: no free host serves its model, or it waits for a
-        busy host where its model is warm (until it has waited ``model_aging`` seconds)."""
+        busy host where its model is warm — while the ``backlog`` (requests waiting for its model) fits in the
+        warm hosts' slots, and until it has waited ``model_aging`` seconds."""
         model = ticket.model
         up = [h for h in self.hosts if h.available() and h.serves(model)]
         free = [h for h in up if self._in_use[h.name] < h.slots]
@@ -115,8 +119,8 @@ class Placement:
         warm_free = [h for h in free if h.is_warm(model)]
         if warm_free:
             return self._least_loaded(warm_free)
-        waits_for_warm = any(h.is_warm(model) for h in up)  # every warm host is busy
-        if waits_for_warm and now - ticket.enqueued_at < model_aging:
+        warm_slots = sum(h.slots for h in up if h.is_warm(model))  # every warm host is busy
+        if warm_slots and backlog <= warm_slots and now - ticket.enqueued_at < model_aging:
             return None
         return self._least_loaded(free)
 
@@ -124,8 +128,10 @@ class Placement:
         """The first request in ``ordered`` (the fair order) that a free host takes now, and that host."""
         if not self.any_free():
             return None
-        for ticket in ordered:
-            host = self.host_for(ticket, now, model_aging)
+        waiting = list(ordered)
+        backlog = Counter(t.model for t in waiting)
+        for ticket in waiting:
+            host = self.host_for(ticket, now, model_aging, backlog[ticket.model])
             if host is not None:
                 return ticket, host
         return None

@@ -184,6 +184,7 @@ class Scheduler:
         ticket.granted = asyncio.get_running_loop().create_future()
         self._enqueue(ticket)
         if self._many:
+            self._dispatch()  # one more waiting may make the backlog spill onto a cold host (placement.py)
             self._wake_for_aging()
         try:
             async with asyncio.timeout(max_wait):
