@@ -346,6 +346,12 @@ async def test_randomized_operations_return_every_host_to_zero() -> None:
             now = clock()
             assert all(sched._placement.host_for(t, now, 5.0) is None for t in waiting_tickets())
 
+    # Whatever the random mix gave (its timers run on the loop's clock), every refusal is met at least once.
+    for fake in hosts:
+        fake.up = False
+    refused = Ticket(tenant="t0", model="m1")
+    tasks[refused] = asyncio.create_task(client(refused, LONG_WAIT))
+    await settle()
     for fake in hosts:
         fake.up = True
     sched.poke()

@@ -62,7 +62,8 @@ class Fleet:
     settings: Settings
     monitor: FleetMonitor
     clients: dict[str, HostClient]
-    session: aiohttp.ClientSession
+    sessions: list[aiohttp.ClientSession]
+    """The openai hosts' pool and the probes' pool (closed by ``stop``)."""
     client: FleetClient
     on_change: Callable[[], None] = field(default=lambda: None)
     """Called after every probe round (the scheduler's ``poke``)."""
@@ -77,9 +78,12 @@ class Fleet:
         timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.engine_connect_timeout, sock_read=settings.engine_request_timeout
         )
-        session = aiohttp.ClientSession(timeout=timeout)
+        # The openai hosts' requests and the probes each have their own pool: long streams never hold up a probe.
+        slots = sum(h.slots for h in hosts if h.kind == "openai")
+        session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=max(100, 2 * slots)))
+        probes = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2 * len(hosts) + 8))
         policy = BreakerPolicy(backoff=1.0, backoff_max=max(1.0, settings.engine_restart_backoff_max))
-        monitor = FleetMonitor(hosts, session, policy=policy, probe_timeout=settings.engine_probe_timeout)
+        monitor = FleetMonitor(hosts, probes, policy=policy, probe_timeout=settings.engine_probe_timeout)
         clients: dict[str, HostClient] = {}
         for host in hosts:
             if host.kind == "openai":
@@ -90,7 +94,7 @@ class Fleet:
                     host.url, settings, is_available=lambda b=breaker: b.available, token=partial(_key, host)
                 )
         client = FleetClient(monitor, clients, settings.data_dir / "tmp", list_timeout=settings.engine_probe_timeout)
-        return cls(settings=settings, monitor=monitor, clients=clients, session=session, client=client)
+        return cls(settings, monitor, clients, [session, probes], client)
 
     # ------------------------------------------------------------------ life
 
@@ -123,7 +127,8 @@ class Fleet:
         for client in self.clients.values():
             if isinstance(client, EngineClient):
                 await client.close()
-        await self.session.close()
+        for session in self.sessions:
+            await session.close()
 
     # ------------------------------------------------------------------ the scheduler's questions
 
