@@ -39,7 +39,7 @@ import psutil
 from tests.support.processes import free_port, spawn, stop, wait_http_ok
 
 from bench.run import _spawn
-from bench.soak import SLOTS, TENANTS, _client
+from bench.soak import SLOTS, TENANTS, _client, embedded_gateway
 from shared_ollama.engine.defaults import install_defaults
 from shared_ollama.engine.machine import prompt_cache_mib, total_ram
 from shared_ollama.settings import Settings
@@ -178,15 +178,7 @@ async def _soak(url: str, pid: int, minutes: float) -> tuple[list[tuple[float, i
 def engine_soak_part(minutes: float, cache_mib: int | None) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="memory-soak-") as tmp:
         data = Path(tmp)
-        install_defaults(Settings(data_dir=data, models_dir=data / "models"))
-        env = {
-            "SHARED_OLLAMA_DATA_DIR": str(data),
-            "SHARED_OLLAMA_MODELS_DIR": str(data / "models"),
-            "SHARED_OLLAMA_ENGINE": "embedded",
-            "SHARED_OLLAMA_ENGINE_NUM_PARALLEL": str(SLOTS),
-            "SHARED_OLLAMA_CACHE_ENABLED": "false",
-            "SHARED_OLLAMA_LOG_LEVEL": "warning",
-        }
+        env = embedded_gateway(data)
         if cache_mib is not None:
             env["SHARED_OLLAMA_ENGINE_CACHE_RAM_MIB"] = str(cache_mib)
         port = free_port()

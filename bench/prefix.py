@@ -35,8 +35,7 @@ import aiohttp
 import orjson
 from tests.support.processes import free_port, spawn, stop, wait_http_ok
 
-from shared_ollama.engine.defaults import install_defaults
-from shared_ollama.settings import Settings
+from bench.soak import embedded_gateway
 
 MODEL = "smollm2:135m"
 SLOTS = 4
@@ -208,14 +207,7 @@ def run(quick: bool = False) -> list[Row]:
     turns, words = (6, 25) if quick else (6, 220)
     with tempfile.TemporaryDirectory(prefix="prefix-") as tmp:
         data = Path(tmp)
-        install_defaults(Settings(data_dir=data, models_dir=data / "models"))
-        env = {
-            "SHARED_OLLAMA_DATA_DIR": str(data),
-            "SHARED_OLLAMA_MODELS_DIR": str(data / "models"),
-            "SHARED_OLLAMA_ENGINE": "embedded",
-            "SHARED_OLLAMA_ENGINE_NUM_PARALLEL": str(SLOTS),
-            "SHARED_OLLAMA_LOG_LEVEL": "warning",
-        }
+        env = embedded_gateway(data, slots=SLOTS, cache=True)
         port = free_port()
         proc = spawn(["serve", "--host", "127.0.0.1", "--port", str(port)], env, data / "gateway.log")
         try:

@@ -32,6 +32,22 @@ TENANTS = ("web", "batch", "agent", "notebook")
 ASKS = ("Capital of France?", "Name a colour.", "Count to five.", "Say hello.", "What is two plus two?")
 
 
+def embedded_gateway(data: Path, *, slots: int = SLOTS, cache: bool = False) -> dict[str, str]:
+    """The offline models installed under ``data``, and the environment of a gateway there with its own embedded
+    engine (``slots`` slots, logs at warning; the response cache off unless ``cache``)."""
+    install_defaults(Settings(data_dir=data, models_dir=data / "models"))
+    env = {
+        "SHARED_OLLAMA_DATA_DIR": str(data),
+        "SHARED_OLLAMA_MODELS_DIR": str(data / "models"),
+        "SHARED_OLLAMA_ENGINE": "embedded",
+        "SHARED_OLLAMA_ENGINE_NUM_PARALLEL": str(slots),
+        "SHARED_OLLAMA_LOG_LEVEL": "warning",
+    }
+    if not cache:
+        env["SHARED_OLLAMA_CACHE_ENABLED"] = "false"
+    return env
+
+
 def _rss_mib(pid: int) -> tuple[float, float]:
     """(gateway, engine) resident memory in MiB: the gateway is ``pid``, the engine its child process."""
     gateway = psutil.Process(pid)
@@ -119,17 +135,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         data = Path(tmp)
-        store = Settings(data_dir=data, models_dir=data / "models")
-        install_defaults(store)
+        env = embedded_gateway(data)
         port = free_port()
-        env = {
-            "SHARED_OLLAMA_DATA_DIR": str(data),
-            "SHARED_OLLAMA_MODELS_DIR": str(data / "models"),
-            "SHARED_OLLAMA_ENGINE": "embedded",
-            "SHARED_OLLAMA_ENGINE_NUM_PARALLEL": str(SLOTS),
-            "SHARED_OLLAMA_CACHE_ENABLED": "false",
-            "SHARED_OLLAMA_LOG_LEVEL": "warning",
-        }
         if args.cache_ram_mib is not None:
             env["SHARED_OLLAMA_ENGINE_CACHE_RAM_MIB"] = str(args.cache_ram_mib)
         proc = spawn(["serve", "--host", "127.0.0.1", "--port", str(port)], env=env, log_path=data / "soak.log")

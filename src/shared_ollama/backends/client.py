@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -29,6 +29,7 @@ from shared_ollama.settings import Settings
 
 JsonDict = dict[str, Any]
 _RETRY_AFTER_DOWN = 2.0
+T = TypeVar("T")
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -74,6 +75,23 @@ def _no_such_endpoint(status: int, body: bytes) -> bool:
         return True
     error = parsed.get("error") if isinstance(parsed, dict) else None
     return not isinstance(error, str) or "page not found" in error
+
+
+async def pooled_call(call: Callable[[], Awaitable[T]], unreachable: str, who: str) -> T:
+    """``call()`` through a pooled aiohttp session, once more when a kept-alive connection turned out to be closed;
+    transport failures become ``BackendUnavailable`` (``unreachable``: the message's start, naming the server) and
+    a timeout ``RequestTimeout`` (``who`` did not answer in time). Shared by every engine and host client."""
+    try:
+        try:
+            return await call()
+        except aiohttp.ServerDisconnectedError:
+            return await call()
+    except SharedOllamaError:
+        raise
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+        raise BackendUnavailable(f"{unreachable}: {exc.__class__.__name__}", retry_after=_RETRY_AFTER_DOWN) from exc
+    except TimeoutError as exc:
+        raise RequestTimeout(f"{who} did not answer in time") from exc
 
 
 class EngineApi(Protocol):
@@ -152,20 +170,7 @@ class EngineClient:
     async def _with_retry(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``call``; retry once when a pooled keep-alive connection turned out to be closed."""
         self._check_available()
-        try:
-            try:
-                return await call()
-            except aiohttp.ServerDisconnectedError:
-                return await call()
-        except SharedOllamaError:
-            raise
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
-            raise BackendUnavailable(
-                f"engine unreachable at {masked_url(self.base_url)}: {exc.__class__.__name__}",
-                retry_after=_RETRY_AFTER_DOWN,
-            ) from exc
-        except TimeoutError as exc:
-            raise RequestTimeout("the engine did not answer in time") from exc
+        return await pooled_call(call, f"engine unreachable at {masked_url(self.base_url)}", "the engine")
 
     async def request(self, method: str, path: str, body: JsonDict | None = None) -> bytes:
         """Non-streamed call; returns the raw 2xx body or raises the translated error."""

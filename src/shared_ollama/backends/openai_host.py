@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from shared_ollama.backends.client import error_from_status
+from shared_ollama.backends.client import error_from_status, pooled_call
 from shared_ollama.backends.urls import masked_url
 from shared_ollama.errors import (
     BackendError,
@@ -130,25 +130,9 @@ class OpenAIHostClient:
     def __repr__(self) -> str:
         return f"OpenAIHostClient({masked_url(self.base_url)!r})"
 
-    def _unreachable(self, exc: BaseException) -> BackendUnavailable:
-        return BackendUnavailable(
-            f"upstream host unreachable at {masked_url(self.base_url)}: {exc.__class__.__name__}",
-            retry_after=_RETRY_AFTER,
-        )
-
     async def _with_retry(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``call``; once more when a pooled keep-alive connection turned out to be closed."""
-        try:
-            try:
-                return await call()
-            except aiohttp.ServerDisconnectedError:
-                return await call()
-        except SharedOllamaError:
-            raise
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
-            raise self._unreachable(exc) from exc
-        except TimeoutError as exc:
-            raise RequestTimeout("the upstream host did not answer in time") from exc
+        return await pooled_call(call, f"upstream host unreachable at {masked_url(self.base_url)}", "the upstream host")
 
     async def _send(self, method: str, path: str, body: JsonDict | None = None) -> JsonDict:
         data = orjson.dumps(body) if body is not None else None
