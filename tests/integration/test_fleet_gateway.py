@@ -4,6 +4,7 @@ these is tests/e2e/test_fleet_e2e.py; here the engines are scripted so faults ca
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -18,25 +19,26 @@ import uvicorn
 from shared_ollama.app import create_app
 from shared_ollama.settings import Settings
 from tests.support.fake_engine import FakeEngine
-from tests.support.processes import free_port
 
 HOST = "X-Shared-Ollama-Engine-Host"
 
 
 class Host:
-    """A scripted engine served on a loopback port in a thread of its own (stopped and started again at will)."""
+    """A scripted engine served on a loopback port in a thread of its own (stopped at will). The port is bound
+    when the host is made, so no other process can take it between choosing and serving it."""
 
     def __init__(self) -> None:
         self.engine = FakeEngine()
-        self.port = free_port()
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        config = uvicorn.Config(self.engine, host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(self.engine, log_level="warning")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started and time.monotonic() < deadline:
@@ -47,6 +49,7 @@ class Host:
         assert self._server is not None and self._thread is not None
         self._server.should_exit = True
         self._thread.join(timeout=10)
+        self._socket.close()  # refused from now on, as a host that is gone
 
     def chats(self) -> list[str]:
         """The models of the chat requests this engine received."""
