@@ -223,3 +223,44 @@ async def test_a_4xx_is_the_requests_own_and_a_5xx_is_retried_on_another_host(
             assert a.chats().count("fault-500") == b.chats().count("fault-500") == 1, "retried once, on the other"
             listed = {e["name"]: e for e in (await client.get("/api/v1/engines")).json()["engines"]}
             assert listed["a"]["state"] == listed["b"]["state"] == "down"
+
+
+async def test_a_request_may_ask_for_its_engine_host(tmp_path: Path, fleet: list[Host]) -> None:
+    a, b = fleet
+    entries = [
+        {"name": "a", "url": a.url, "models": ["fake", "only-a"]},
+        {"name": "b", "url": b.url, "models": ["fake"]},
+    ]
+    with engines_file(tmp_path, entries) as path:
+        settings = Settings(_env_file=None, engines_file=path, data_dir=tmp_path, engine_health_interval=60)
+        async with _client(settings) as client:
+            pinned = await client.post("/api/chat", json=_chat("fake"), headers={HOST: "b"})
+            assert pinned.status_code == 200 and pinned.headers[HOST] == "b", "a is listed first; b was asked for"
+            elsewhere = await client.post("/api/chat", json=_chat("only-a"), headers={HOST: "b"})
+            assert elsewhere.status_code == 404 and "'b'" in elsewhere.json()["error"]
+            unknown = await client.post("/api/chat", json=_chat("fake"), headers={HOST: "nowhere"})
+            assert unknown.status_code == 400 and "X-Shared-Ollama-Engine-Host" in unknown.json()["error"]
+            b.stop()
+            down = await client.post("/api/chat", json=_chat("fake"), headers={HOST: "b"})
+            assert down.status_code == 503, "the host asked for is down: no other host answers instead"
+    assert b.chats() == ["fake"] and a.chats() == []
+
+
+async def test_one_engine_answers_to_its_own_name_only(gateway: httpx.AsyncClient) -> None:
+    assert (await gateway.post("/api/chat", json=_chat("fake"), headers={HOST: "local"})).status_code == 200
+    refused = await gateway.post("/api/chat", json=_chat("fake"), headers={HOST: "gpu-1"})
+    assert refused.status_code == 400 and "local" in refused.json()["error"]
+
+
+async def test_model_management_may_ask_for_one_host(tmp_path: Path, fleet: list[Host]) -> None:
+    a, b = fleet
+    settings = Settings(_env_file=None, engine_urls=f"{a.url},{b.url}", data_dir=tmp_path)
+    only_b = {HOST: f"127.0.0.1:{b.port}"}
+    async with _client(settings) as client:
+        pulled = await client.post("/api/pull", json={"model": "fake", "stream": False}, headers=only_b)
+        assert pulled.status_code == 200, pulled.text
+        tags = (await client.get("/api/tags", headers=only_b)).json()["models"]
+        assert [m["hosts"] for m in tags] == [[f"127.0.0.1:{b.port}"]], "the model list of the host asked for"
+        unknown = await client.post("/api/pull", json={"model": "fake", "stream": False}, headers={HOST: "x"})
+        assert unknown.status_code == 400
+    assert [r["path"] for r in a.engine.received] == [] and [r["path"] for r in b.engine.received] == ["/api/pull"]

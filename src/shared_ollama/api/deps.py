@@ -14,11 +14,14 @@ from shared_ollama.service.admission.context import RequestContext
 from shared_ollama.service.admission.gate import TENANT_HEADER
 from shared_ollama.service.admission.scheduler import Priority
 from shared_ollama.service.admission.tenants import Tenant
+from shared_ollama.service.fleet.fleet import check_host
+from shared_ollama.service.fleet.routing import TARGET_HOST
 from shared_ollama.service.gateway import Gateway
 from shared_ollama.service.observability.records import RequestRecord
 
 PRIORITY_HEADER = "x-shared-ollama-priority"
 CACHE_HEADER = "x-shared-ollama-cache"
+ENGINE_HOST_HEADER = "x-shared-ollama-engine-host"
 USER_HEADER = "x-shared-ollama-user"
 OPENWEBUI_USER_HEADER = "x-openwebui-user-id"
 MAX_USER_LENGTH = 128
@@ -46,6 +49,11 @@ def tenant_of(request: Request) -> Tenant:
         headers = state.get("response_headers")
         if headers is not None:
             headers[TENANT_HEADER] = tenant.name
+        host = request.headers.get(ENGINE_HOST_HEADER)
+        if host:  # the engine host this request's calls go to: checked here, for every route
+            gateway = gateway_of(request)
+            check_host(host, gateway.fleet)
+            TARGET_HOST.set(host)
     return tenant
 
 
@@ -90,6 +98,7 @@ def context_of(request: Request, priority: Priority | None = None) -> RequestCon
         record=record,
         started=state.get("started") or time.perf_counter(),
         cache_header=request.headers.get(CACHE_HEADER),
+        engine_host=request.headers.get(ENGINE_HOST_HEADER) or None,
     )
 
 

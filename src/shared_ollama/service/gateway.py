@@ -29,7 +29,7 @@ from shared_ollama.service.admission.prompts import check_prompt_size, request_k
 from shared_ollama.service.admission.tenants import Tenants
 from shared_ollama.service.cache.caching import Caching
 from shared_ollama.service.cache.response import Hit, aggregate_ndjson, path_kind
-from shared_ollama.service.fleet.fleet import Fleet, FleetEngines
+from shared_ollama.service.fleet.fleet import Fleet, FleetEngines, check_host
 from shared_ollama.service.fleet.routing import is_unload
 from shared_ollama.service.images.vision import IMAGES_HEADER, Compression, Vision, summary
 from shared_ollama.service.models.loaded import LoadedModels
@@ -110,6 +110,8 @@ class Gateway:
         """What can be refused before the cache and admission: the prompt's size, then the images (checked and
         compressed here, in the gateway's own workers, before taking an engine slot; the cache key hashes them)."""
         ctx.record.model = str(body["model"])
+        if ctx.engine_host is not None:
+            check_host(ctx.engine_host, self.fleet)
         applied = self.engine_policy.apply(ctx.tenant, path, body)
         if applied.notes:
             ctx.headers[POLICY_HEADER] = "; ".join(applied.notes)
@@ -172,7 +174,7 @@ class Gateway:
                 except TimeoutError:
                     raise _overtime(admitted) from None
                 except (BackendUnavailable, BackendError) as exc:
-                    if not self._fail_over(host, exc, attempt):
+                    if not self._fail_over(ctx, host, exc, attempt):
                         raise
                     continue  # the slot is given back; admitted again, on another host (this one is out)
                 finally:
@@ -234,7 +236,7 @@ class Gateway:
                 except TimeoutError:
                     raise _overtime(admitted) from None
                 except (BackendUnavailable, BackendError) as exc:  # before the first byte: another host may answer
-                    if not self._fail_over(host, exc, attempt):
+                    if not self._fail_over(ctx, host, exc, attempt):
                         raise
                     continue
                 self._succeeded(host)
@@ -260,17 +262,14 @@ class Gateway:
         ctx.record.queue_wait = admitted.ticket.waited
         self._used(admitted)
 
-    def _fail_over(self, host: str | None, exc: BackendError | BackendUnavailable, attempt: int) -> bool:
-        """Whether a request whose engine call failed before its first byte goes to another host: in a fleet, once,
-        when the host could not be reached or answered a 5xx. The host is then taken out (its circuit opens), so the
-        next admission places the request elsewhere; any other error (a 4xx, an unreadable answer) is the request's
-        and goes back to the client as it is."""
+    def _fail_over(
+        self, ctx: RequestContext, host: str | None, exc: BackendError | BackendUnavailable, attempt: int
+    ) -> bool:
+        """Whether a request whose engine call failed before its first byte goes to another host (``Fleet.fail_over``):
+        in a fleet, once, unless the request asked for its host."""
         if self.fleet is None or host is None:
             return False
-        if not isinstance(exc, BackendUnavailable) and (exc.upstream_status or 0) < 500:
-            return False
-        self.fleet.failed(host, exc.message)
-        return attempt + 1 < self._attempts
+        return self.fleet.fail_over(host, exc, retry=attempt + 1 < self._attempts and ctx.engine_host is None)
 
     def _succeeded(self, host: str | None) -> None:
         if self.fleet is not None and host is not None:

@@ -26,6 +26,8 @@ class RequestContext:
     """The request's accounting record; the pipeline fills in tenant, model, wait, tokens and timings."""
     cache_header: str | None = None
     """The ``X-Shared-Ollama-Cache`` header: ``off``, ``exact`` or ``semantic``."""
+    engine_host: str | None = None
+    """The ``X-Shared-Ollama-Engine-Host`` header: the engine host the request must run on (None: any)."""
     images: list[ImageReport] = field(default_factory=list)
     """What the image pipeline did to this request's images."""
     started: float = field(default_factory=time.perf_counter)

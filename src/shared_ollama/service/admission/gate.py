@@ -85,7 +85,9 @@ class Admission:
             ctx.headers[REMAINING_HEADER] = str(max(0, cap - await self.counter.count(key)))
             async with self._user_place(ctx, member):
                 user = ctx.record.user
-                ticket = Ticket(tenant=tenant.name, model=model, priority=ctx.priority, kind=kind, user=user)
+                ticket = Ticket(
+                    tenant=tenant.name, model=model, priority=ctx.priority, kind=kind, user=user, pin=ctx.engine_host
+                )
                 max_wait = tenant.limits.queue_timeout(kind)
                 await self.scheduler.acquire(ticket, max_wait)
                 try:

@@ -97,12 +97,13 @@ class Placement:
 
     # ------------------------------------------------------------------ choice
 
-    def check_served(self, model: str) -> None:
-        """Raise at once for a model no host could run: ``ModelNotFound`` when no host serves it at all,
-        ``BackendUnavailable`` (with Retry-After) when every host that serves it is down."""
-        serving = [h for h in self.hosts if h.serves(model)]
+    def check_served(self, model: str, pin: str | None = None) -> None:
+        """Raise at once for a model no host could run: ``ModelNotFound`` when no host (or not the ``pin``ned one)
+        serves it at all, ``BackendUnavailable`` (with Retry-After) when every host that serves it is down."""
+        serving = [h for h in self.hosts if h.serves(model) and (pin is None or h.name == pin)]
         if not serving:
-            raise ModelNotFound(f"model '{model}' is not served by any engine host")
+            where = f"the engine host '{pin}'" if pin is not None else "any engine host"
+            raise ModelNotFound(f"model '{model}' is not served by {where}")
         if not any(h.available() for h in serving):
             names = ", ".join(h.name for h in serving)
             raise BackendUnavailable(f"every engine host serving model '{model}' is unavailable ({names}); retry later")
@@ -112,7 +113,7 @@ class Placement:
         busy host where its model is warm — while the ``backlog`` (requests waiting for its model) fits in the
         warm hosts' slots, and until it has waited ``model_aging`` seconds."""
         model = ticket.model
-        up = [h for h in self.hosts if h.available() and h.serves(model)]
+        up = [h for h in self.hosts if h.available() and h.serves(model) and (ticket.pin in (None, h.name))]
         free = [h for h in up if self._in_use[h.name] < h.slots]
         if not free:
             return None

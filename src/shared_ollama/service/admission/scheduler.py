@@ -58,6 +58,8 @@ class Ticket:
     kind: str = "text"
     user: str | None = None
     """The end user inside the tenant, when the request names one (None: the tenant's anonymous user)."""
+    pin: str | None = None
+    """The one host the request may run on (``X-Shared-Ollama-Engine-Host``; None: any that serves its model)."""
     enqueued_at: float = 0.0
     started_at: float | None = None
     host: str | None = None
@@ -169,7 +171,7 @@ class Scheduler:
         With several hosts, a model no host serves, or none that is up, is refused at once."""
         ticket.enqueued_at = self._clock()
         if self._many:
-            self._placement.check_served(ticket.model)
+            self._placement.check_served(ticket.model, ticket.pin)
             self._dispatch()  # requests that aged since the last decision go before this one
             host = self._placement.host_for(ticket, ticket.enqueued_at, self.model_aging)
             if host is not None:

@@ -28,8 +28,10 @@ import orjson
 from shared_ollama.backends.client import EngineClient
 from shared_ollama.backends.openai_host import OpenAIHostClient
 from shared_ollama.backends.supervisor import EngineState
+from shared_ollama.errors import BackendError, BackendUnavailable, InvalidRequest
 from shared_ollama.protocol.names import canonical_model
 from shared_ollama.service.admission import placement
+from shared_ollama.service.admission.placement import LOCAL_HOST
 from shared_ollama.service.fleet.config import Host, load_fleet_config, parse_engine_urls
 from shared_ollama.service.fleet.health import BreakerPolicy
 from shared_ollama.service.fleet.prober import FleetMonitor
@@ -171,6 +173,16 @@ class Fleet:
     def succeeded(self, name: str) -> None:
         self.monitor.breaker(name).record_success()
 
+    def fail_over(self, name: str, exc: BackendError | BackendUnavailable, *, retry: bool) -> bool:
+        """After a request's engine call on host ``name`` failed before its first byte: when the host could not be
+        reached or answered a 5xx, take it out (its circuit opens, so the next admission places the request
+        elsewhere) and say whether to ``retry``; any other error (a 4xx, an unreadable answer) is the request's
+        own, goes back to the client as it is, and leaves the host up."""
+        if not isinstance(exc, BackendUnavailable) and (exc.upstream_status or 0) < 500:
+            return False
+        self.failed(name, exc.message)
+        return retry
+
     def failed(self, name: str, error: str) -> None:
         self.monitor.breaker(name).record_failure(error)
         log.warning("engine host %s failed a request: %s", name, error)
@@ -257,6 +269,16 @@ class FleetEngines:
 
     async def stop(self) -> None:
         await self._fleet.stop()
+
+
+def check_host(name: str, fleet: Fleet | None) -> None:
+    """Refuse a request that asks for an engine host that does not exist (400 naming the header)."""
+    known = [h.name for h in fleet.monitor.hosts] if fleet is not None else [LOCAL_HOST]
+    if name not in known:
+        raise InvalidRequest(
+            f"X-Shared-Ollama-Engine-Host names no engine host: '{name}' (the hosts: {', '.join(known)})",
+            param="X-Shared-Ollama-Engine-Host",
+        )
 
 
 def _key(host: Host) -> str | None:

@@ -20,6 +20,7 @@ import asyncio
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ from shared_ollama.service.fleet.prober import FleetMonitor
 
 JsonDict = dict[str, Any]
 HostClient = EngineClient | OpenAIHostClient
+TARGET_HOST: ContextVar[str | None] = ContextVar("shared_ollama_engine_host", default=None)
+"""The engine host the request being served asked for (``X-Shared-Ollama-Engine-Host``; set by the API once the
+name is checked; tasks inherit it): model management and the calls about one model then go to that host only."""
 _MANAGED = ("/api/create", "/api/copy", "/api/pull")
 _SPOOL_CHUNK = 1 << 20
 
@@ -53,9 +57,13 @@ class FleetClient:
     # ------------------------------------------------------------------ which hosts
 
     def _up(self, *, kind: str | None = None) -> list[Host]:
+        target = TARGET_HOST.get()
         hosts = [h for h in self.monitor.hosts if self.monitor.breaker(h.name).available]
-        hosts = [h for h in hosts if kind is None or h.kind == kind]
+        hosts = [h for h in hosts if (kind is None or h.kind == kind) and target in (None, h.name)]
         if not hosts:
+            if target is not None:
+                kind_note = f" (or is not an {kind} host)" if kind else ""
+                raise BackendUnavailable(f"the engine host '{target}' is not up{kind_note}: GET /api/v1/engines")
             what = f"no {kind} engine host" if kind else "no engine host"
             raise BackendUnavailable(f"{what} is up (GET /api/v1/engines shows why)")
         return hosts
@@ -63,7 +71,8 @@ class FleetClient:
     def host_for(self, model: str) -> Host:
         """A host that serves ``model`` and is up: an ``ollama`` host first (they answer every Ollama call), one
         that has it loaded first."""
-        hosts = self.monitor.hosts_for(model)
+        target = TARGET_HOST.get()
+        hosts = [h for h in self.monitor.hosts_for(model) if target in (None, h.name)]
         warm = set(h.name for h in self.monitor.warm_hosts(model))
         if hosts:
             return min(hosts, key=lambda h: (h.kind != "ollama", h.name not in warm))
@@ -182,7 +191,8 @@ class FleetClient:
     async def _unload(self, path: str, body: JsonDict) -> bytes:
         """Every ``ollama`` host serving the model unloads it (an ``openai`` host keeps what it serves)."""
         model = str(body["model"])
-        hosts = [h for h in self.monitor.hosts_for(model) if h.kind == "ollama"]
+        target = TARGET_HOST.get()
+        hosts = [h for h in self.monitor.hosts_for(model) if h.kind == "ollama" and target in (None, h.name)]
         answers = [await self._client(h).request("POST", path, body) for h in hosts]
         return answers[0] if answers else orjson.dumps({**loaded_answer(model), "done_reason": "unload"})
 
