@@ -4,6 +4,7 @@ these is tests/e2e/test_fleet_e2e.py; here the engines are scripted so faults ca
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -18,6 +19,7 @@ import uvicorn
 
 from shared_ollama.app import create_app
 from shared_ollama.settings import Settings
+from tests.integration.conftest import until as until_async
 from tests.support.fake_engine import FakeEngine
 
 HOST = "X-Shared-Ollama-Engine-Host"
@@ -263,4 +265,64 @@ async def test_model_management_may_ask_for_one_host(tmp_path: Path, fleet: list
         assert [m["hosts"] for m in tags] == [[f"127.0.0.1:{b.port}"]], "the model list of the host asked for"
         unknown = await client.post("/api/pull", json={"model": "fake", "stream": False}, headers={HOST: "x"})
         assert unknown.status_code == 400
-    assert [r["path"] for r in a.engine.received] == [] and [r["path"] for r in b.engine.received] == ["/api/pull"]
+        everywhere = await client.post("/api/pull", json={"model": "fake", "stream": False})
+        assert everywhere.status_code == 200, "the header of an earlier request does not carry over"
+    assert [r["path"] for r in a.engine.received] == ["/api/pull"]
+    assert [r["path"] for r in b.engine.received] == ["/api/pull", "/api/pull"]
+
+
+async def test_model_management_takes_a_host_field(tmp_path: Path, fleet: list[Host]) -> None:
+    a, b = fleet
+    b_name = f"127.0.0.1:{b.port}"
+    settings = Settings(_env_file=None, engine_urls=f"{a.url},{b.url}", data_dir=tmp_path)
+    async with _client(settings) as client:
+        pulled = await client.post("/api/pull", json={"model": "fake", "stream": False, "host": b_name})
+        assert pulled.status_code == 200, pulled.text
+        copied = await client.post("/api/copy", json={"source": "fake", "destination": "fake-2", "host": b_name})
+        assert copied.status_code == 200, copied.text
+        deleted = await client.delete(f"/api/v1/models/fake-2?host={b_name}")
+        assert deleted.status_code == 200, deleted.text
+        for wrong in ("elsewhere", 7, ""):
+            refused = await client.post("/api/copy", json={"source": "fake", "destination": "x", "host": wrong})
+            assert refused.status_code == 400 and "host" in refused.json()["error"], refused.text
+    assert [r["path"] for r in a.engine.received] == [], "nothing reached the host not named"
+    assert [r["path"] for r in b.engine.received] == ["/api/pull", "/api/copy", "/api/delete"]
+
+
+async def test_a_stream_broken_midway_takes_its_host_out_and_requests_no_host_can_take_end_at_once(
+    tmp_path: Path, fleet: list[Host]
+) -> None:
+    a, b = fleet
+    entries = [
+        {"name": "a", "url": a.url, "slots": 2, "models": ["only-a", "crash-midstream"]},
+        {"name": "b", "url": b.url, "models": ["fake"]},
+    ]
+    gated = {"options": {"fake_gate": "held"}}
+    with engines_file(tmp_path, entries) as path:
+        settings = Settings(_env_file=None, engines_file=path, data_dir=tmp_path, engine_health_interval=60)
+        async with _client(settings) as client, httpx.AsyncClient() as direct:
+            held = asyncio.create_task(client.post("/api/chat", json={**_chat("only-a"), **gated}))
+            crash = {**_chat("crash-midstream"), "stream": True, "options": {"fake_gate": "crash"}}
+            broken = asyncio.create_task(client.post("/api/chat", json=crash))
+
+            async def both_at_a() -> bool:
+                return a.engine.waiting.get("held") == 1 and a.engine.waiting.get("crash") == 1
+
+            await until_async(both_at_a, "two requests held at host a")
+            queued = asyncio.create_task(client.post("/api/chat", json=_chat("only-a")))
+
+            async def one_queued() -> bool:
+                return (await client.get("/api/v1/queue/stats")).json()["queue_depth"] == 1
+
+            await until_async(one_queued, "the third request queued")
+            await direct.post(f"{a.url}/_fake/open", json={"gate": "crash"})
+            cut = await broken
+            assert cut.status_code == 200 and '"error"' in cut.text.strip().splitlines()[-1], "one error frame"
+            refused = await queued
+            assert refused.status_code == 503 and refused.json()["code"] == "backend_unavailable", refused.text
+            listed = {e["name"]: e for e in (await client.get("/api/v1/engines")).json()["engines"]}
+            assert listed["a"]["state"] == "down" and listed["a"]["failures"] == 1
+            assert listed["b"]["state"] == "up"
+            await direct.post(f"{a.url}/_fake/open", json={"gate": "held"})
+            assert (await held).status_code == 200, "the request already running on the host finishes"
+    assert a.chats().count("only-a") == 1, "the queued request never reached the host"

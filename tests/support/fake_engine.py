@@ -130,6 +130,8 @@ class FakeEngine:
                 self.in_flight -= 1
         elif path == "/api/pull":
             await self._pull(model, receive, send)
+        elif path in ("/api/copy", "/api/delete"):
+            await _json(send, 200, {})
         elif path == "/api/show":
             capabilities = ["completion", "vision"] if "vision" in model else ["completion"]
             await _json(send, 200, {"modelfile": "", "details": {"family": "fake"}, "capabilities": capabilities})

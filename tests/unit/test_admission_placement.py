@@ -376,3 +376,62 @@ async def test_randomized_operations_return_every_host_to_zero() -> None:
     assert sched.busy_models() == []
     for outcome in ("granted", "cancelled", "ModelNotFound", "BackendUnavailable", "RequestTimeout", "QueueFull"):
         assert seen[outcome] > 0, (outcome, seen)
+
+
+# ---------------------------------------------------------------------------------------------- failover
+
+
+async def test_a_request_moved_off_a_failed_host_keeps_its_place_ahead_of_its_tenants_later_requests() -> None:
+    a, b = FakeHost("a"), FakeHost("b")
+    sched, clock = fleet(a, b, model_aging=0)
+    d = Driver(sched)
+    first = await d.start("first", tenant="x")
+    other = await d.start("other", tenant="y")
+    assert (first.host, other.host) == ("a", "b")
+    later = await d.queue("later", tenant="x")
+    clock.advance(5)
+    a.up = False  # a failed under "first": it moves, and must not go behind "later"
+    moved = asyncio.create_task(sched.move(first, LONG_WAIT))
+    await until(lambda: sched.queued == 2)
+    assert sched.running_on("a") == 0 and later.started_at is None, "a is down: nothing starts there"
+    sched.release(other)
+    await settle()
+    assert moved.done() and later.started_at is None, "the moved request went first"
+    await moved
+    assert first.host == "b"
+    assert first.waited == pytest.approx(5), "aged from its first arrival"
+    a.up = True
+    sched.poke()
+    await until(lambda: later.started_at is not None)
+    assert later.host == "a"
+
+
+async def test_a_move_with_no_other_host_for_the_model_is_refused_at_once() -> None:
+    a, b = FakeHost("a", models={"m", "only-a"}), FakeHost("b")
+    sched, _ = fleet(a, b)
+    d = Driver(sched)
+    ticket = await d.start("r", model="only-a")
+    a.up = False
+    with pytest.raises(BackendUnavailable):
+        await sched.move(ticket, LONG_WAIT)
+    assert sched.running == 0 and sched.queued == 0 and sched.running_on("a") == 0
+    assert sched.busy_models() == []
+
+
+async def test_waiting_requests_no_host_can_take_any_more_end_when_the_scheduler_hears_of_it() -> None:
+    a, b = FakeHost("a", models={"m", "only-a"}), FakeHost("b")
+    sched, _ = fleet(a, b)
+    d = Driver(sched)
+    running = [await d.start("on-a", model="only-a"), await d.start("on-b")]
+    stranded = d.submit("stranded", model="only-a")
+    fine = d.submit("fine", model="m")
+    await until(lambda: sched.queued == 2)
+    a.up = False
+    sched.poke()
+    with pytest.raises(BackendUnavailable):
+        await d.tasks[stranded]
+    assert sched.queued == 1 and fine.started_at is None, "a request another host can take keeps waiting"
+    sched.release(running[1])
+    await d.tasks[fine]
+    sched.release(running[0])
+    assert fine.host == "b" and sched.busy_models() == ["m"], "the shed request is no longer counted"

@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from shared_ollama.api.deps import gateway_of
-from shared_ollama.api.model_common import model_ops
+from shared_ollama.api.model_common import model_ops, target_host
 from shared_ollama.api.openapi import LeanRoute
 from shared_ollama.errors import RequestBodyTimeout, RequestTooLarge
 from shared_ollama.protocol.blobs import parse_digest
@@ -51,12 +51,14 @@ async def _limited(request: Request, limit: int, idle: float) -> AsyncIterator[b
 @router.head("/api/blobs/{digest}", summary="Whether the engine has a blob (200 or 404; model management)")
 async def blob_exists(request: Request, digest: str) -> Response:
     ops = model_ops(request, _ACTION)
+    target_host(request)
     return Response(status_code=200 if await ops.blob_exists(parse_digest(digest)) else 404)
 
 
 @router.post("/api/blobs/{digest}", summary="Upload a blob, streamed to the engine (201 created; admin)")
 async def upload_blob(request: Request, digest: str) -> Response:
     ops = model_ops(request, _ACTION)
+    target_host(request)
     checked = parse_digest(digest)
     settings = gateway_of(request).settings
     limit = settings.max_blob_bytes

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared_ollama.api.surfaces import surface_of
 from shared_ollama.logs import REQUEST_ID
+from shared_ollama.service.fleet.routing import TARGET_HOST
 from shared_ollama.service.observability.records import RequestRecord
 from shared_ollama.web import ANSWERED, CLIENT_CLOSED_STATUS
 
@@ -128,6 +129,7 @@ class RequestIdMiddleware:
             await send(message)
 
         token = REQUEST_ID.set(request_id)
+        host_token = TARGET_HOST.set(None)  # the engine host a request asks for is its own (set by ``deps``)
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:  # rendered as a 500 by the outermost error handler, outside this middleware
@@ -135,6 +137,7 @@ class RequestIdMiddleware:
             raise
         finally:
             REQUEST_ID.reset(token)
+            TARGET_HOST.reset(host_token)
             if path not in _NOT_RECORDED and not path.startswith(_ADMIN_PREFIX):  # admin actions: the audit log
                 self._finish(scope, record, started, finished)
 

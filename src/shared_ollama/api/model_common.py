@@ -15,12 +15,14 @@ from shared_ollama.api.deps import gateway_of, tenant_of
 from shared_ollama.api.http import json_response, ndjson_response, read_json, start_stream
 from shared_ollama.errors import BackendError, InsufficientStorage, InvalidRequest, ModelNotFound, SharedOllamaError
 from shared_ollama.service.admission.engine_policy import check_model
+from shared_ollama.service.fleet.fleet import check_host
+from shared_ollama.service.fleet.routing import TARGET_HOST
 from shared_ollama.service.models.ops import ModelOps
 from shared_ollama.web import until_disconnect
 
 JsonDict = dict[str, Any]
-_PULL_FIELDS = frozenset({"name", "model", "stream", "insecure"})
-"""What a pull takes (Ollama's ``PullRequest`` less its deprecated username and password)."""
+_PULL_FIELDS = frozenset({"name", "model", "stream", "insecure", "host"})
+"""What a pull takes (Ollama's ``PullRequest`` less its deprecated username and password, plus ``host``)."""
 
 
 def model_ops(request: Request, action: str | None = None, *, admin: bool = False) -> ModelOps:
@@ -34,6 +36,21 @@ def model_ops(request: Request, action: str | None = None, *, admin: bool = Fals
         tenant.require_model_management(action)
     ops: ModelOps = gateway_of(request).models
     return ops
+
+
+def target_host(request: Request, data: JsonDict | None = None) -> None:
+    """Model management's optional ``host`` (in the body, taken out of it, or in the query string): the one engine
+    host the change goes to instead of every ``ollama`` host. Same as the ``X-Shared-Ollama-Engine-Host`` header;
+    a name that is not a host is a 400 naming the field."""
+    value = data.pop("host", None) if data is not None else None
+    if value is None:
+        value = request.query_params.get("host")
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest("'host' must be the name of an engine host (GET /api/v1/engines)", param="host")
+    check_host(value.strip(), gateway_of(request).fleet, param="host")
+    TARGET_HOST.set(value.strip())
 
 
 async def listed_models(request: Request) -> JsonDict:
@@ -70,6 +87,7 @@ async def pull_model(request: Request) -> Response:
     data = await read_json(request)
     name = required_name(data, "name", "model")
     allowed(request, name)
+    target_host(request, data)
     unknown = sorted(set(data) - _PULL_FIELDS)
     if unknown:
         raise InvalidRequest(f"'{unknown[0]}' is not a pull field (pull takes {', '.join(sorted(_PULL_FIELDS))})",

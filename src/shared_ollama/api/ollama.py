@@ -13,7 +13,14 @@ from starlette.responses import PlainTextResponse, Response
 
 from shared_ollama.api.deps import authorized, context_of, gateway_of, tenant_of
 from shared_ollama.api.http import json_response, ndjson_response, parse, read_json, start_stream
-from shared_ollama.api.model_common import allowed, listed_models, model_ops, pull_model, required_name
+from shared_ollama.api.model_common import (
+    allowed,
+    listed_models,
+    model_ops,
+    pull_model,
+    required_name,
+    target_host,
+)
 from shared_ollama.api.openapi import LeanRoute, body
 from shared_ollama.errors import FeatureNotImplemented
 from shared_ollama.protocol.native import (
@@ -127,6 +134,7 @@ async def ollama_create(request: Request) -> Response:
     data = await read_json(request)
     data["model"] = required_name(data, "model", "name")
     allowed(request, data["model"], data.get("from"))
+    target_host(request, data)
     result = await ops.create(data)
     if data.get("stream") is False:
         return json_response(result)
@@ -139,6 +147,7 @@ async def ollama_copy(request: Request) -> Response:
     data = await read_json(request)
     source, destination = required_name(data, "source"), required_name(data, "destination")
     allowed(request, source, destination)
+    target_host(request, data)
     await ops.copy(source, destination)
     return Response(status_code=200)
 
@@ -146,8 +155,10 @@ async def ollama_copy(request: Request) -> Response:
 @router.delete("/api/delete", tags=_MODEL_TAGS, summary="Delete a model (admin)")
 async def ollama_delete(request: Request) -> Response:
     ops = model_ops(request, "deleting a model")
-    name = required_name(await read_json(request), "model", "name")
+    data = await read_json(request)
+    name = required_name(data, "model", "name")
     allowed(request, name)
+    target_host(request, data)
     await ops.delete(name)
     return Response(status_code=200)
 

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from shared_ollama.api.deps import gateway_of, tenant_of
 from shared_ollama.api.http import json_response, read_json
-from shared_ollama.api.model_common import allowed, model_ops, pull_model, required_name
+from shared_ollama.api.model_common import allowed, model_ops, pull_model, required_name, target_host
 from shared_ollama.api.openapi import LeanRoute
 from shared_ollama.errors import InvalidRequest
 from shared_ollama.protocol.modelfile import is_file_reference, parse_modelfile
@@ -42,6 +42,7 @@ async def create(request: Request) -> Response:
     data = await read_json(request)
     name = required_name(data, "name", "model")
     allowed(request, name)
+    target_host(request, data)
     modelfile = data.get("modelfile")
     if not isinstance(modelfile, str) or not modelfile.strip():
         raise InvalidRequest("'modelfile' (the Modelfile's text) is required", param="modelfile")
@@ -59,8 +60,10 @@ async def create(request: Request) -> Response:
 @router.post("/api/v1/models/{name:path}/copy", summary="Copy a model under a new name (admin)")
 async def copy(request: Request, name: str) -> Response:
     ops = model_ops(request, "copying a model")
-    destination = required_name(await read_json(request), "destination")
+    data = await read_json(request)
+    destination = required_name(data, "destination")
     allowed(request, name, destination)
+    target_host(request, data)
     await ops.copy(name, destination)
     return json_response({"status": "success", "source": name, "destination": destination})
 
@@ -69,6 +72,7 @@ async def copy(request: Request, name: str) -> Response:
 async def delete(request: Request, name: str) -> Response:
     ops = model_ops(request, "deleting a model")
     allowed(request, name)
+    target_host(request)
     await ops.delete(name)
     return json_response({"status": "success", "model": name})
 
@@ -81,6 +85,7 @@ async def pull(request: Request) -> Response:
 @router.post("/api/v1/models/{name:path}/load", summary="Load a model now and keep it loaded (admin)")
 async def load(request: Request, name: str) -> Response:
     ops = model_ops(request, "loading a model", admin=True)
+    target_host(request)
     answer = await ops.load(gateway_of(request).policy.resolve_alias(name))
     return json_response({"model": name, "status": "loaded", "engine": answer})
 
@@ -88,6 +93,7 @@ async def load(request: Request, name: str) -> Response:
 @router.post("/api/v1/models/{name:path}/unload", summary="Unload a model now (admin)")
 async def unload(request: Request, name: str) -> Response:
     ops = model_ops(request, "unloading a model", admin=True)
+    target_host(request)
     answer = await ops.unload(gateway_of(request).policy.resolve_alias(name))
     return json_response({"model": name, "status": "unloaded", "engine": answer})
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import orjson
@@ -21,12 +21,12 @@ from shared_ollama.backends.client import EngineApi
 from shared_ollama.backends.supervisor import EngineState, EngineSupervisor
 from shared_ollama.errors import BackendError, BackendUnavailable, InvalidRequest, RequestTimeout
 from shared_ollama.service.admission.context import RequestContext
-from shared_ollama.service.admission.deadline import StreamDeadline
 from shared_ollama.service.admission.engine_policy import PINNED_HEADER, POLICY_HEADER, EnginePolicy, check_model
 from shared_ollama.service.admission.gate import Admission, Admitted
 from shared_ollama.service.admission.placement import LOCAL_HOST
 from shared_ollama.service.admission.prompts import check_prompt_size, request_kind
 from shared_ollama.service.admission.tenants import Tenants
+from shared_ollama.service.answering import account, overtime, replay, within
 from shared_ollama.service.cache.caching import Caching
 from shared_ollama.service.cache.response import Hit, aggregate_ndjson, path_kind
 from shared_ollama.service.fleet.fleet import Fleet, FleetEngines, check_host
@@ -38,7 +38,6 @@ from shared_ollama.service.models.ops import ModelOps
 from shared_ollama.service.models.policy import ModelPolicy
 from shared_ollama.service.models.profiles import Selection
 from shared_ollama.service.observability.metrics import HostFigures, LiveState
-from shared_ollama.service.observability.records import RequestRecord
 from shared_ollama.service.quotas.quotas import Quotas
 from shared_ollama.settings import Settings
 
@@ -161,10 +160,10 @@ class Gateway:
         if self.fleet is not None and is_unload(path, body):  # every host that serves the model unloads it
             return await self.client.request("POST", path, body)
         self.admission.scheduler.check_room()  # a full queue is refused without touching the engine
-        for attempt in range(self._attempts):
-            async with self.admission.admit(ctx, str(body["model"]), request_kind(body)) as admitted:
-                self._started(ctx, admitted)
-                host = admitted.ticket.host
+        async with self.admission.admit(ctx, str(body["model"]), request_kind(body)) as admitted:
+            self._started(ctx, admitted)
+            for attempt in range(self._attempts):
+                host = ctx.record.host = admitted.ticket.host or ""
                 try:
                     async with asyncio.timeout(admitted.remaining()):
                         if self.fleet is None:
@@ -172,17 +171,16 @@ class Gateway:
                         else:
                             raw = await self.fleet.request(str(host), path, body, ctx.headers)
                 except TimeoutError:
-                    raise _overtime(admitted) from None
+                    raise overtime(admitted) from None
                 except (BackendUnavailable, BackendError) as exc:
-                    if not self._fail_over(ctx, host, exc, attempt):
-                        raise
-                    continue  # the slot is given back; admitted again, on another host (this one is out)
+                    await self._fail_over(ctx, admitted, exc, attempt)
+                    continue  # on another host (this one is out), in the same place
                 finally:
                     self._used(admitted)
-            self._succeeded(host)
-            break
+                self._succeeded(host)
+                break
         with contextlib.suppress(orjson.JSONDecodeError):
-            _account(ctx.record, orjson.loads(raw))
+            account(ctx.record, orjson.loads(raw))
         if mode != "off":
             await self.caching.store(ctx, body, mode, raw)
         return raw
@@ -214,18 +212,18 @@ class Gateway:
         if caching is not None:
             hit = await self._lookup(ctx, body, mode)
             if hit is not None:
-                yield _replay(hit.ndjson())
+                yield replay(hit.ndjson())
                 return
         if self.fleet is not None and is_unload(path, body):  # every host that serves the model unloads it
             raw = await self.client.request("POST", path, body)
-            yield _replay([line + b"\n" for line in raw.splitlines() if line.strip()])
+            yield replay([line + b"\n" for line in raw.splitlines() if line.strip()])
             return
         self.admission.scheduler.check_room()
         completed: list[bytes] = []
-        for attempt in range(self._attempts):
-            async with self.admission.admit(ctx, str(body["model"]), request_kind(body)) as admitted:
-                self._started(ctx, admitted)
-                host = admitted.ticket.host
+        async with self.admission.admit(ctx, str(body["model"]), request_kind(body)) as admitted:
+            self._started(ctx, admitted)
+            for attempt in range(self._attempts):
+                host = ctx.record.host = admitted.ticket.host or ""
                 try:
                     async with asyncio.timeout(admitted.remaining()):
                         if self.fleet is None:
@@ -234,18 +232,18 @@ class Gateway:
                             opened = self.fleet.stream(str(host), path, body, ctx.headers)
                         lines = await opened.__aenter__()
                 except TimeoutError:
-                    raise _overtime(admitted) from None
+                    raise overtime(admitted) from None
                 except (BackendUnavailable, BackendError) as exc:  # before the first byte: another host may answer
-                    if not self._fail_over(ctx, host, exc, attempt):
-                        raise
+                    await self._fail_over(ctx, admitted, exc, attempt)
                     continue
                 self._succeeded(host)
+                broken = partial(self.fleet.failed, str(host)) if self.fleet is not None else None
                 try:
-                    yield _within(lines, admitted, ctx, completed if caching is not None else None)
+                    yield within(lines, admitted, ctx, completed if caching is not None else None, broken)
                 finally:
                     self._used(admitted)
                     await opened.__aexit__(None, None, None)
-            break
+                break
         # Only a stream that ran to its end left lines here; it is stored after its slot and place are free.
         answer = aggregate_ndjson(completed, path_kind(body)) if caching is not None and completed else None
         if caching is not None and answer is not None:
@@ -262,17 +260,26 @@ class Gateway:
         ctx.record.queue_wait = admitted.ticket.waited
         self._used(admitted)
 
-    def _fail_over(
-        self, ctx: RequestContext, host: str | None, exc: BackendError | BackendUnavailable, attempt: int
-    ) -> bool:
-        """Whether a request whose engine call failed before its first byte goes to another host (``Fleet.fail_over``):
-        in a fleet, once, unless the request asked for its host."""
+    async def _fail_over(
+        self, ctx: RequestContext, admitted: Admitted, exc: BackendError | BackendUnavailable, attempt: int
+    ) -> None:
+        """A request whose engine call failed before its first byte: in a fleet, when the host could not be reached
+        or answered a 5xx (``Fleet.fail_over`` takes it out), it moves once to another host serving its model,
+        keeping its tenant's place, its place in the queue and its deadline; otherwise (one engine, a 4xx, the
+        retry spent, a request that asked for its host) ``exc`` goes back to the client."""
+        host = admitted.ticket.host
         if self.fleet is None or host is None:
-            return False
-        return self.fleet.fail_over(host, exc, retry=attempt + 1 < self._attempts and ctx.engine_host is None)
+            raise exc
+        retry = attempt + 1 < self._attempts and ctx.engine_host is None
+        if not self.fleet.fail_over(host, exc, retry=retry):
+            raise exc
+        try:
+            await self.admission.scheduler.move(admitted.ticket, admitted.remaining())
+        except RequestTimeout:
+            raise overtime(admitted) from None
 
-    def _succeeded(self, host: str | None) -> None:
-        if self.fleet is not None and host is not None:
+    def _succeeded(self, host: str) -> None:
+        if self.fleet is not None and host:
             self.fleet.succeeded(host)
 
     def _used(self, admitted: Admitted) -> None:
@@ -332,63 +339,6 @@ class Gateway:
                 async with asyncio.timeout(admitted.remaining()):
                     return await self.client.count_tokens(model, prompt)
             except TimeoutError:
-                raise _overtime(admitted) from None
+                raise overtime(admitted) from None
             finally:
                 self._used(admitted)
-
-
-def _overtime(admitted: Admitted) -> RequestTimeout:
-    seconds = admitted.deadline - admitted.ticket.enqueued_at
-    return RequestTimeout(f"the request did not finish within its {seconds:.3g} s deadline")
-
-
-def _account(record: RequestRecord, final: object) -> None:
-    """Token counts and the engine's timings from a final answer (chat, generate or embed)."""
-    if not isinstance(final, dict):
-        return
-    record.prompt_tokens = int(final.get("prompt_eval_count") or 0)
-    record.completion_tokens = int(final.get("eval_count") or 0)
-    record.eval_seconds = (final.get("eval_duration") or 0) / 1e9
-    record.load_seconds = (final.get("load_duration") or 0) / 1e9
-    record.engine_seconds = (final.get("total_duration") or 0) / 1e9
-
-
-async def _replay(lines: list[bytes]) -> AsyncIterator[bytes]:
-    for line in lines:
-        yield line
-
-
-async def _within(
-    lines: AsyncIterator[bytes],
-    admitted: Admitted,
-    ctx: RequestContext,
-    completed: list[bytes] | None = None,
-) -> AsyncIterator[bytes]:
-    """The engine's lines until the request's deadline (past it, ``request_timeout`` ends the stream);
-    the first line's time and the final line's counts go into the request's record. With ``completed``, the
-    lines of a stream that ran to its end are left there (for the cache); a cut-off stream leaves nothing."""
-    iterator = aiter(lines)
-    seen: list[bytes] = []
-    first = True
-    deadline = StreamDeadline(admitted.remaining())  # one timer for the stream, not one per line
-    try:
-        while True:
-            try:
-                line = await deadline.next(iterator)
-            except StopAsyncIteration:
-                if completed is not None:
-                    completed.extend(seen)
-                return
-            except TimeoutError:
-                raise _overtime(admitted) from None
-            if first:
-                ctx.record.ttft = time.perf_counter() - ctx.started
-                first = False
-            if b'"done":true' in line:
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    _account(ctx.record, orjson.loads(line))
-            if completed is not None:
-                seen.append(line)
-            yield line
-    finally:
-        deadline.close()

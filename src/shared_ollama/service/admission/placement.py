@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from shared_ollama.errors import BackendUnavailable, ModelNotFound
 
 if TYPE_CHECKING:
-    from shared_ollama.service.admission.scheduler import Ticket
+    from shared_ollama.service.admission.ticket import Ticket
 
 LOCAL_HOST = "local"
 """The name of the implicit host of a scheduler given no hosts (``Ticket.host`` of its requests)."""

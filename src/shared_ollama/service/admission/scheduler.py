@@ -34,41 +34,14 @@ import contextlib
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from itertools import zip_longest
 
-from shared_ollama.errors import QueueFull, RequestTimeout
+from shared_ollama.errors import BackendUnavailable, ModelNotFound, QueueFull, RequestTimeout
 from shared_ollama.service.admission.placement import LOCAL_HOST, Host, Placement
 from shared_ollama.service.admission.stats import RecentTimes
+from shared_ollama.service.admission.ticket import Priority, Ticket
 
-
-class Priority(StrEnum):
-    INTERACTIVE = "interactive"
-    BATCH = "batch"
-
-
-@dataclass(eq=False, slots=True)
-class Ticket:
-    """One request's place in the scheduler, from arrival until its slot is released."""
-
-    tenant: str
-    model: str
-    priority: Priority = Priority.INTERACTIVE
-    kind: str = "text"
-    user: str | None = None
-    """The end user inside the tenant, when the request names one (None: the tenant's anonymous user)."""
-    pin: str | None = None
-    """The one host the request may run on (``X-Shared-Ollama-Engine-Host``; None: any that serves its model)."""
-    enqueued_at: float = 0.0
-    started_at: float | None = None
-    host: str | None = None
-    """The engine host it started on (``LOCAL_HOST`` with a single implicit host); None until it starts."""
-    granted: asyncio.Future[None] | None = field(default=None, repr=False)
-
-    @property
-    def waited(self) -> float:
-        return (self.started_at or self.enqueued_at) - self.enqueued_at
+__all__ = ["Priority", "Scheduler", "Ticket"]
 
 
 class Scheduler:
@@ -170,6 +143,18 @@ class Scheduler:
         """Wait for a slot (at most ``max_wait`` seconds). Leaving early, by error or cancellation, frees the place.
         With several hosts, a model no host serves, or none that is up, is refused at once."""
         ticket.enqueued_at = self._clock()
+        await self._wait(ticket, max_wait)
+
+    async def move(self, ticket: Ticket, max_wait: float) -> None:
+        """A running request whose host failed before its first byte (already taken out): its slot is given back
+        and it waits at most ``max_wait`` for a slot on another host serving its model, first of its tenant's
+        requests and aged from its first arrival — it keeps its place. Refused at once as in ``acquire`` when no
+        other host could take it."""
+        self.release(ticket)
+        ticket.started_at, ticket.host, ticket.granted = None, None, None
+        await self._wait(ticket, max_wait, first=True)
+
+    async def _wait(self, ticket: Ticket, max_wait: float, *, first: bool = False) -> None:
         if self._many:
             self._placement.check_served(ticket.model, ticket.pin)
             self._dispatch()  # requests that aged since the last decision go before this one
@@ -184,7 +169,7 @@ class Scheduler:
             return
         self.check_room()
         ticket.granted = asyncio.get_running_loop().create_future()
-        self._enqueue(ticket)
+        self._enqueue(ticket, first=first)
         if self._many:
             self._dispatch()  # one more waiting may make the backlog spill onto a cold host (placement.py)
             self._wake_for_aging()
@@ -215,8 +200,22 @@ class Scheduler:
         self._dispatch()
 
     def poke(self) -> None:
-        """Start what can start now: call when a host comes back or its loaded models change."""
+        """Start what can start now, and refuse what never can: call when a host comes back or goes down, or its
+        loaded models change. A waiting request that no host could take any more (every host serving its model
+        is down) ends at once with ``BackendUnavailable`` rather than at its deadline."""
+        if self._many:
+            self._shed()
         self._dispatch()
+
+    def _shed(self) -> None:
+        for tenants in self._queues.values():
+            for ticket in [t for tickets in tenants.values() for t in tickets]:
+                try:
+                    self._placement.check_served(ticket.model, ticket.pin)
+                except (BackendUnavailable, ModelNotFound) as exc:
+                    self._dequeue(ticket)
+                    if ticket.granted is not None and not ticket.granted.done():
+                        ticket.granted.set_exception(exc)
 
     # ------------------------------------------------------------------ internals
 
@@ -251,8 +250,12 @@ class Scheduler:
             self._models[ticket.model] = self._models.get(ticket.model, 0) + 1
         self.waits.add(ticket.waited)
 
-    def _enqueue(self, ticket: Ticket) -> None:
-        self._queues[ticket.priority].setdefault(ticket.tenant, deque()).append(ticket)
+    def _enqueue(self, ticket: Ticket, *, first: bool = False) -> None:
+        tickets = self._queues[ticket.priority].setdefault(ticket.tenant, deque())
+        if first:
+            tickets.appendleft(ticket)
+        else:
+            tickets.append(ticket)
         self._queued += 1
         self._models[ticket.model] = self._models.get(ticket.model, 0) + 1
 

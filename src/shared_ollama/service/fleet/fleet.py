@@ -184,8 +184,11 @@ class Fleet:
         return retry
 
     def failed(self, name: str, error: str) -> None:
+        """A request found host ``name`` failing: it is taken out, and the scheduler told (requests waiting for
+        a model no host that is up serves any more end at once)."""
         self.monitor.breaker(name).record_failure(error)
         log.warning("engine host %s failed a request: %s", name, error)
+        self.on_change()
 
     # ------------------------------------------------------------------ calls on the host a request was placed on
 
@@ -271,14 +274,11 @@ class FleetEngines:
         await self._fleet.stop()
 
 
-def check_host(name: str, fleet: Fleet | None) -> None:
-    """Refuse a request that asks for an engine host that does not exist (400 naming the header)."""
+def check_host(name: str, fleet: Fleet | None, param: str = "X-Shared-Ollama-Engine-Host") -> None:
+    """Refuse a request that asks for an engine host that does not exist (400 naming the header or field)."""
     known = [h.name for h in fleet.monitor.hosts] if fleet is not None else [LOCAL_HOST]
     if name not in known:
-        raise InvalidRequest(
-            f"X-Shared-Ollama-Engine-Host names no engine host: '{name}' (the hosts: {', '.join(known)})",
-            param="X-Shared-Ollama-Engine-Host",
-        )
+        raise InvalidRequest(f"{param} names no engine host: '{name}' (the hosts: {', '.join(known)})", param=param)
 
 
 def _key(host: Host) -> str | None:

@@ -43,6 +43,8 @@ class RequestRecord:
     stream: bool = False
     engine: bool = False
     """Whether the request ran on the engine (False for rejections and cache hits)."""
+    host: str = ""
+    """The engine host that answered (``local`` with one engine; a retried request's last host; "" for none)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
