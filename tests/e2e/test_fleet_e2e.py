@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import ollama
+import openai
 import pytest
 import yaml
 
@@ -203,3 +204,37 @@ def test_an_openai_host_is_never_asked_what_only_ollama_hosts_answer(fleet: Flee
         loaded = http.post("/api/generate", json={"model": VIA_OPENAI, "stream": False})
         assert loaded.status_code == 200, loaded.text
         assert loaded.json()["done_reason"] == "load" and loaded.json()["response"] == ""
+
+
+def test_the_openai_client_gets_the_openai_hosts_own_answer(fleet: FleetUnderTest) -> None:
+    client = openai.OpenAI(base_url=f"{fleet.url}/v1", api_key="unused", default_headers=NO_CACHE, max_retries=0)
+    messages: list[Any] = [{"role": "user", "content": "Say hello."}]
+    answer = client.chat.completions.with_raw_response.create(
+        model=VIA_OPENAI, messages=messages, max_tokens=4, temperature=0
+    )
+    completion = answer.parse()
+    assert answer.headers[HOST] == "d"
+    assert completion.model == VIA_OPENAI, "the model as the client named it"
+    assert completion.choices[0].message.content and completion.usage and completion.usage.completion_tokens == 4
+    assert "timings" in (completion.model_extra or {}), "llama-server's own field came through: not rebuilt here"
+    chunks = list(
+        client.chat.completions.create(model=VIA_OPENAI, messages=messages, max_tokens=4, temperature=0, stream=True)
+    )
+    assert chunks and all(c.model == VIA_OPENAI for c in chunks)
+    assert {c.system_fingerprint for c in chunks} == {completion.system_fingerprint} != {"fp_shared_ollama"}
+    assert chunks[-1].choices[0].finish_reason == "length" and "timings" not in (chunks[-1].model_extra or {})
+    assert all(c.choices for c in chunks), "no usage chunk: this client did not ask for one"
+    with_usage = list(
+        client.chat.completions.create(
+            model=VIA_OPENAI,
+            messages=messages,
+            max_tokens=4,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert with_usage[-1].usage is not None and with_usage[-1].usage.completion_tokens == 4
+    assert "timings" in (with_usage[-1].model_extra or {}), "llama-server sends its timings with the usage"
+    ollama_host = client.chat.completions.create(model=CHAT, messages=messages, max_tokens=4, temperature=0)
+    assert ollama_host.system_fingerprint == "fp_shared_ollama", "an ollama host's answer is translated as before"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -27,6 +28,7 @@ from shared_ollama.protocol.names import canonical_model
 from shared_ollama.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from shared_ollama.protocol.openai_stream import ChatChunkFrames
 from shared_ollama.protocol.tool_choice import ForcedCallStream, call_from_answer
+from shared_ollama.protocol.upstream_openai_pass import PassThrough
 from shared_ollama.service.images.vision import Compression
 from shared_ollama.web import until_disconnect
 
@@ -53,12 +55,18 @@ async def run_chat_completion(
     body = convert.chat_request_to_native(req)
     forced = convert.forced_tool_call(req)  # tool_choice required or named: the answer's JSON is the call
     created = int(time.time())
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    passthrough = None
+    if forced is None and gateway.fleet is not None:  # an openai host's own answer goes to the client as it is
+        passthrough = PassThrough(model=req.model, include_usage=include_usage)
+        ctx = replace(ctx, passthrough=passthrough)
     if req.stream:
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
         frames = ChatChunkFrames(request_id=ctx.request_id, created=created, include_usage=include_usage)
         held = ForcedCallStream(forced) if forced is not None else None
 
         def to_frames(line: bytes) -> bytes:
+            if passthrough is not None and passthrough.used:
+                return passthrough.frames()
             native = native_chunk(line)
             if held is not None:  # a forced tool call: the whole answer, once, as the call
                 native = held.feed(native)
@@ -70,6 +78,8 @@ async def run_chat_completion(
         stack, lines = await start_stream(request, opened)
         return sse_stream(request, stack, lines, to_frames)
     raw = await until_disconnect(request, gateway.call(ctx, "/api/chat", body, compression=compression))
+    if passthrough is not None and passthrough.used:
+        return json_response(passthrough.body())
     native = orjson.loads(raw)
     if forced is not None:
         native = call_from_answer(native, forced)

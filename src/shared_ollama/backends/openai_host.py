@@ -47,6 +47,7 @@ from shared_ollama.protocol.upstream_openai import (
     generate_request,
     is_chat_body,
 )
+from shared_ollama.protocol.upstream_openai_pass import PassThrough
 from shared_ollama.protocol.upstream_openai_stream import ChatStreamToNative, GenerateStreamToNative
 
 JsonDict = dict[str, Any]
@@ -149,12 +150,15 @@ class OpenAIHostClient:
 
     # ------------------------------------------------------------ non-streamed
 
-    async def chat(self, native: JsonDict) -> HostAnswer:
-        """A native ``/api/chat`` (not streamed) through ``/v1/chat/completions``."""
+    async def chat(self, native: JsonDict, passthrough: PassThrough | None = None) -> HostAnswer:
+        """A native ``/api/chat`` (not streamed) through ``/v1/chat/completions``; the host's own answer is also
+        kept in ``passthrough`` when given."""
         body, dropped = chat_request({**native, "stream": False})
         started = self._clock()
         answer = await self._send("POST", CHAT_PATH, body)
         native_answer = _readable(lambda: chat_answer(answer, str(native.get("model", "")), started, self._clock()))
+        if passthrough is not None:
+            passthrough.keep_answer(answer)
         return HostAnswer(orjson.dumps(native_answer), tuple(dropped))
 
     async def generate(self, native: JsonDict) -> HostAnswer:
@@ -186,12 +190,20 @@ class OpenAIHostClient:
     # ------------------------------------------------------------ the engine client's interface (backends/client.py)
 
     async def request(
-        self, method: str, path: str, body: JsonDict | None = None, *, dropped: list[str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: JsonDict | None = None,
+        *,
+        dropped: list[str] | None = None,
+        passthrough: PassThrough | None = None,
     ) -> bytes:
         """``EngineClient.request`` for the native paths an OpenAI-compatible host can answer: ``POST /api/chat``,
         ``/api/generate`` (not streamed), ``/api/embed`` and ``GET /api/tags`` (from ``/v1/models``); any other is
-        ``not_implemented``. The dropped field names are appended to ``dropped`` when given."""
-        calls = {"/api/chat": self.chat, "/api/generate": self.generate, "/api/embed": self.embed}
+        ``not_implemented``. The dropped field names are appended to ``dropped`` when given; a chat's own answer
+        is kept in ``passthrough`` when given."""
+        calls = {"/api/chat": partial(self.chat, passthrough=passthrough), "/api/generate": self.generate}
+        calls["/api/embed"] = self.embed
         if method == "POST" and path in calls:
             answer = await calls[path](body or {})
             if dropped is not None:
@@ -210,10 +222,14 @@ class OpenAIHostClient:
 
     @asynccontextmanager
     async def stream(
-        self, path: str, body: JsonDict, *, dropped: list[str] | None = None
+        self, path: str, body: JsonDict, *, dropped: list[str] | None = None, passthrough: PassThrough | None = None
     ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """``EngineClient.stream`` for ``/api/chat`` and ``/api/generate``: yields the native NDJSON lines."""
-        streams = {"/api/chat": self.stream_chat, "/api/generate": self.stream_generate}
+        """``EngineClient.stream`` for ``/api/chat`` and ``/api/generate``: yields the native NDJSON lines (a
+        chat's own chunks also kept in ``passthrough`` when given)."""
+        streams = {
+            "/api/chat": partial(self.stream_chat, passthrough=passthrough),
+            "/api/generate": self.stream_generate,
+        }
         if path not in streams:
             raise FeatureNotImplemented(f"streamed {path} is not available on an OpenAI-compatible host")
         async with streams[path](body) as opened:
@@ -224,13 +240,14 @@ class OpenAIHostClient:
     # ------------------------------------------------------------ streamed
 
     @asynccontextmanager
-    async def stream_chat(self, native: JsonDict) -> AsyncIterator[HostStream]:
+    async def stream_chat(self, native: JsonDict, passthrough: PassThrough | None = None) -> AsyncIterator[HostStream]:
         """A native ``/api/chat`` streamed: errors before the first byte raise here, later ones from the lines.
-        Leaving the context closes the connection, which stops generation upstream."""
+        Leaving the context closes the connection, which stops generation upstream. With ``passthrough``, each
+        chunk as the host sent it is kept there before the native lines it gave are yielded."""
         body, dropped = chat_request({**native, "stream": True})
         converter = ChatStreamToNative(str(native.get("model", "")), self._clock())
         async with self._open(CHAT_PATH, body) as resp:
-            yield HostStream(self._lines(resp, converter), tuple(dropped))
+            yield HostStream(self._lines(resp, converter, passthrough), tuple(dropped))
 
     @asynccontextmanager
     async def stream_generate(self, native: JsonDict) -> AsyncIterator[HostStream]:
@@ -259,7 +276,10 @@ class OpenAIHostClient:
             resp.close()
 
     async def _lines(
-        self, resp: aiohttp.ClientResponse, converter: ChatStreamToNative | GenerateStreamToNative
+        self,
+        resp: aiohttp.ClientResponse,
+        converter: ChatStreamToNative | GenerateStreamToNative,
+        passthrough: PassThrough | None = None,
     ) -> AsyncIterator[bytes]:
         try:
             async for raw in resp.content:
@@ -274,6 +294,8 @@ class OpenAIHostClient:
                 except orjson.JSONDecodeError as exc:
                     raise BackendError("the upstream host sent an unreadable stream event") from exc
                 natives = _readable(partial(converter.feed, chunk)) if isinstance(chunk, dict) else []
+                if passthrough is not None and isinstance(chunk, dict):
+                    passthrough.keep_chunk(chunk)
                 for native in natives:
                     yield _line(native)
             else:

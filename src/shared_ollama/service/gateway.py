@@ -169,7 +169,7 @@ class Gateway:
                         if self.fleet is None:
                             raw = await self.client.request("POST", path, body)
                         else:
-                            raw = await self.fleet.request(str(host), path, body, ctx.headers)
+                            raw = await self.fleet.request(str(host), path, body, ctx.headers, ctx.passthrough)
                 except TimeoutError:
                     raise overtime(admitted) from None
                 except (BackendUnavailable, BackendError) as exc:
@@ -229,7 +229,7 @@ class Gateway:
                         if self.fleet is None:
                             opened = self.client.stream(path, body)
                         else:
-                            opened = self.fleet.stream(str(host), path, body, ctx.headers)
+                            opened = self.fleet.stream(str(host), path, body, ctx.headers, ctx.passthrough)
                         lines = await opened.__aenter__()
                 except TimeoutError:
                     raise overtime(admitted) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from shared_ollama.protocol.upstream_openai_pass import PassThrough
 from shared_ollama.service.admission.scheduler import Priority
 from shared_ollama.service.admission.tenants import Tenant
 from shared_ollama.service.images.codec import ImageReport
@@ -28,6 +29,8 @@ class RequestContext:
     """The ``X-Shared-Ollama-Cache`` header: ``off``, ``exact`` or ``semantic``."""
     engine_host: str | None = None
     """The ``X-Shared-Ollama-Engine-Host`` header: the engine host the request must run on (None: any)."""
+    passthrough: PassThrough | None = None
+    """An OpenAI chat completion's place for an ``openai`` host's own answer (``protocol/upstream_openai_pass``)."""
     images: list[ImageReport] = field(default_factory=list)
     """What the image pipeline did to this request's images."""
     started: float = field(default_factory=time.perf_counter)

@@ -30,6 +30,7 @@ from shared_ollama.backends.openai_host import OpenAIHostClient
 from shared_ollama.backends.supervisor import EngineState
 from shared_ollama.errors import BackendError, BackendUnavailable, InvalidRequest
 from shared_ollama.protocol.names import canonical_model
+from shared_ollama.protocol.upstream_openai_pass import PassThrough
 from shared_ollama.service.admission import placement
 from shared_ollama.service.admission.placement import LOCAL_HOST
 from shared_ollama.service.fleet.config import Host, load_fleet_config, parse_engine_urls
@@ -204,22 +205,25 @@ class Fleet:
                 body = {**body, "model": upstream}
         return client, body
 
-    async def request(self, name: str, path: str, body: JsonDict, headers: dict[str, str]) -> bytes:
+    async def request(
+        self, name: str, path: str, body: JsonDict, headers: dict[str, str], passthrough: PassThrough | None = None
+    ) -> bytes:
         """A non-streamed engine call on host ``name``; ``headers`` (the response's) get the host's name and,
-        from an ``openai`` host, the options it had no equivalent for."""
+        from an ``openai`` host, the options it had no equivalent for (and ``passthrough`` the host's own answer
+        to a chat)."""
         client, body = self._prepared(name, body, headers)
         if not isinstance(client, OpenAIHostClient):
             return await client.request("POST", path, body)
         if is_load(path, body):  # it serves what it lists: nothing to load, and nothing to generate
             return orjson.dumps(loaded_answer(str(body["model"])))
         dropped: list[str] = []
-        raw = await client.request("POST", path, body, dropped=dropped)
+        raw = await client.request("POST", path, body, dropped=dropped, passthrough=passthrough)
         _note_dropped(headers, dropped)
         return raw
 
     @asynccontextmanager
     async def stream(
-        self, name: str, path: str, body: JsonDict, headers: dict[str, str]
+        self, name: str, path: str, body: JsonDict, headers: dict[str, str], passthrough: PassThrough | None = None
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         """A streamed engine call on host ``name`` (see ``request``)."""
         client, body = self._prepared(name, body, headers)
@@ -231,7 +235,7 @@ class Fleet:
             yield _lines([orjson.dumps(loaded_answer(str(body["model"]))) + b"\n"])
             return
         dropped: list[str] = []
-        async with client.stream(path, body, dropped=dropped) as lines:
+        async with client.stream(path, body, dropped=dropped, passthrough=passthrough) as lines:
             _note_dropped(headers, dropped)
             yield lines
 
