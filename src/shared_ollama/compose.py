@@ -172,9 +172,8 @@ async def build(
     images = ImageProcessor(settings)
     stack.callback(images.close, wait=False)
     vision = Vision(client, images)
-    analytics = AnalyticsStore(
-        settings.data_dir / "analytics.sqlite3", retention_days=settings.analytics_retention_days
-    )
+    analytics_path = settings.analytics_path or settings.data_dir / "analytics.sqlite3"  # replicas may share it
+    analytics = AnalyticsStore(analytics_path, retention_days=settings.analytics_retention_days)
     stack.push_async_callback(analytics.close)
     await analytics.start()
     responses = ResponseStore(settings.data_dir / "responses.sqlite3", ttl_seconds=settings.responses_ttl_seconds)
@@ -245,7 +244,7 @@ async def build(
         tenants=[*tenants.names(), DEFAULT_TENANT],
     )
     telemetry = Telemetry(analytics, gateway.live_state, labels=labels, access_log=settings.access_log)
-    audit = AuditLog(settings.data_dir / "analytics.sqlite3", retention_days=settings.audit_retention_days)
+    audit = AuditLog(analytics_path, retention_days=settings.audit_retention_days)
     await audit.start()
     tenant_store = TenantStore(settings, tenants, audit, on_change=labels.keep_tenants)
     stack.push_async_callback(tenant_store.close)

@@ -43,7 +43,11 @@ class Settings(BaseSettings):
     body_timeout: float = Field(default=30.0, gt=0)
     """Seconds a client has to send a request's whole body; later, ``408 body_timeout`` and the connection closes."""
     analytics_retention_days: float = Field(default=30.0, gt=0)
-    """Request analytics (``<data_dir>/analytics.sqlite3``) older than this are deleted."""
+    """Request analytics (``analytics_path``) older than this are deleted."""
+    analytics_path: Path | None = None
+    """The analytics store's SQLite file (request log behind ``/api/v1/analytics`` and ``/api/v1/usage``, and the
+    audit log); default ``<data_dir>/analytics.sqlite3``. Gateway replicas on one machine may share one file; not
+    on a network file system."""
     responses_ttl_seconds: float = Field(default=30 * 86400.0, gt=0)
     """Stored Responses API responses (``<data_dir>/responses.sqlite3``, ``store: true``) are kept this long."""
     audit_retention_days: float = Field(default=365.0, gt=0)

@@ -326,3 +326,94 @@ async def test_a_stream_broken_midway_takes_its_host_out_and_requests_no_host_ca
             await direct.post(f"{a.url}/_fake/open", json={"gate": "held"})
             assert (await held).status_code == 200, "the request already running on the host finishes"
     assert a.chats().count("only-a") == 1, "the queued request never reached the host"
+
+
+async def test_metrics_analytics_and_usage_count_each_request_under_the_host_that_answered(
+    tmp_path: Path, fleet: list[Host]
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    a, b = fleet
+    entries = [{"name": "a", "url": a.url, "models": ["fake"]}, {"name": "b", "url": b.url, "models": ["fake"]}]
+    with engines_file(tmp_path, entries) as path:
+        settings = Settings(_env_file=None, engines_file=path, data_dir=tmp_path, engine_health_interval=60)
+        async with _client(settings) as client:
+            for name, count in (("a", 3), ("b", 2)):
+                for _ in range(count):
+                    answer = await client.post(
+                        "/api/chat", json={**_chat("fake"), "stream": True}, headers={HOST: name}
+                    )
+                    assert answer.status_code == 200 and answer.headers[HOST] == name, answer.text
+            refused = await client.post("/api/chat", json=_chat("nowhere"))  # served by no host: reached none
+            assert refused.status_code == 404, refused.text
+            exposition = (await client.get("/metrics")).text
+            window = {"window": "1h", "group_by": "host"}
+            analytics = (await client.get("/api/v1/analytics", params=window)).json()
+            usage = (await client.get("/api/v1/usage", params=window)).json()
+    samples = [s for family in text_string_to_metric_families(exposition) for s in family.samples]
+
+    def total(name: str, **labels: str) -> float:
+        return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
+
+    for name, count in (("a", 3), ("b", 2)):
+        assert total("shared_ollama_requests_total", host=name, code="ok") == count, name
+        assert total("shared_ollama_time_to_first_token_seconds_count", host=name, model="fake") == count, name
+        assert total("shared_ollama_generation_tokens_per_second_count", host=name, model="fake") == count, name
+        assert total("shared_ollama_tokens_total", host=name, kind="generated") > 0, name
+    assert total("shared_ollama_requests_total", host="-", code="model_not_found") == 1
+    assert total("shared_ollama_requests_total") == 6, "each request under one host label"
+    assert {g["key"]: g["requests"] for g in analytics["groups"]} == {"a": 3, "b": 2, "": 1}, analytics
+    assert {r["host"]: r["requests"] for r in usage["rows"]} == {"a": 3, "b": 2}, usage
+    assert analytics["recent_errors"][0]["host"] == "" and analytics["recent_errors"][0]["code"] == "model_not_found"
+
+
+async def test_a_flooding_tenant_gets_its_share_across_two_hosts(tmp_path: Path, fleet: list[Host]) -> None:
+    a, b = fleet
+    entries = [
+        {"name": "a", "url": a.url, "slots": 1, "models": ["fake"]},
+        {"name": "b", "url": b.url, "slots": 1, "models": ["fake", "hold-b"]},
+    ]
+    flood_headers, polite_headers = {"X-Shared-Ollama-Project": "flood"}, {"X-Shared-Ollama-Project": "polite"}
+
+    def tagged(tag: int, model: str = "fake", **options: Any) -> dict[str, Any]:
+        return {**_chat(model), "options": {"seed": tag, **options}}
+
+    with engines_file(tmp_path, entries) as path:
+        settings = Settings(
+            _env_file=None, engines_file=path, data_dir=tmp_path, engine_health_interval=60, max_inflight_text=60
+        )
+        async with _client(settings) as client, httpx.AsyncClient() as direct:
+            held = [  # one request holds each host (b through a model only b serves: a is warm for "fake")
+                asyncio.create_task(
+                    client.post("/api/chat", json=tagged(-1, model, fake_gate="go"), headers=flood_headers)
+                )
+                for model in ("fake", "hold-b")
+            ]
+
+            async def both_held() -> bool:
+                return a.engine.waiting.get("go") == 1 and b.engine.waiting.get("go") == 1
+
+            await until_async(both_held, "one request held at each host")
+
+            async def queued(count: int) -> bool:
+                return (await client.get("/api/v1/queue/stats")).json()["queue_depth"] == count
+
+            flood = [
+                asyncio.create_task(client.post("/api/chat", json=tagged(i), headers=flood_headers)) for i in range(40)
+            ]
+            await until_async(lambda: queued(40), "the flood queued")
+            polite = [
+                asyncio.create_task(client.post("/api/chat", json=tagged(1000 + i), headers=polite_headers))
+                for i in range(4)
+            ]
+            await until_async(lambda: queued(44), "everyone queued")
+            for host in (a, b):
+                await direct.post(f"{host.url}/_fake/open", json={"gate": "go"})
+            answers = await asyncio.gather(*held, *flood, *polite)
+            assert [r.status_code for r in answers] == [200] * 46
+    started = sorted((r for h in (a, b) for r in h.engine.received if r["path"] == "/api/chat"), key=lambda r: r["at"])
+    order = [r["body"]["options"]["seed"] for r in started if r["body"]["options"]["seed"] >= 0]
+    last_polite = max(i for i, seed in enumerate(order) if seed >= 1000)
+    assert last_polite < 12, f"the polite tenant's 4 requests alternate with the flood on both hosts: {order[:14]}"
+    assert sum(1 for seed in order[last_polite + 1 :] if seed < 1000) >= 30, "the flood was still draining"
+    assert len(a.chats()) > 5 and len(b.chats()) > 5, "both hosts took their share of the work"

@@ -103,7 +103,7 @@ class FakeEngine:
             self.gate(str(req.get("gate"))).set()
             await _json(send, 200, {})
             return
-        self.received.append({"path": path, "body": req})
+        self.received.append({"path": path, "body": req, "at": time.monotonic()})
         options = req.get("options") if isinstance(req.get("options"), dict) else {}
         gate = options.get("fake_gate") if options else None
         if isinstance(gate, str):

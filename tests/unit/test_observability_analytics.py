@@ -409,6 +409,7 @@ async def test_recent_errors_newest_first_with_tenant_filter(open_store: Callabl
         "model": "nope",
         "status": 404,
         "code": "model_not_found",
+        "host": "",
     }
     assert [e["request_id"] for e in await store.recent_errors(tenant="alpha")] == ["r4", "r1"]
     assert [e["request_id"] for e in await store.recent_errors(limit=2)] == ["r5", "r4"]

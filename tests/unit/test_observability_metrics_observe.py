@@ -20,32 +20,44 @@ def _rec(**fields: Any) -> RequestRecord:
 RECORDS = [
     _rec(engine=True, latency=0.02, queue_wait=0.001, prompt_tokens=3, completion_tokens=8, eval_seconds=0.1),
     _rec(engine=True, latency=0.5, queue_wait=0.2, prompt_tokens=5, completion_tokens=2, eval_seconds=0.05, ttft=0.1),
+    _rec(engine=True, host="h1", latency=0.5, prompt_tokens=5, completion_tokens=2, eval_seconds=0.05, ttft=0.1),
+    _rec(engine=True, host="h2", latency=0.5, prompt_tokens=5, completion_tokens=2, eval_seconds=0.05, ttft=0.2),
     _rec(status=429, code="tenant_busy", latency=0.001),
     _rec(status=200, cache="hit", latency=0.0004, prompt_tokens=3),
     _rec(surface="openai", route="/v1/chat/completions", engine=True, latency=0.03, completion_tokens=4),
     _rec(status=503, code="queue_full", latency=0.001),
     _rec(engine=True, latency=0.02, queue_wait=0.001, prompt_tokens=3, completion_tokens=8, eval_seconds=0.1),
 ]
-LABELS = [("m", "web"), ("m", "web"), ("", "batch"), ("m", "web"), ("other", "web"), ("", "batch"), ("m", "ops")]
+LABELS = [
+    ("m", "web"),
+    ("m", "web"),
+    ("m", "web"),
+    ("m", "web"),
+    ("", "batch"),
+    ("m", "web"),
+    ("other", "web"),
+    ("", "batch"),
+    ("m", "ops"),
+]
 
 
 def _by_hand(metrics: Metrics, rec: RequestRecord, model: str, tenant: str) -> None:
     """What ``observe`` does, with a label look-up for every series on every request."""
-    model, tenant = model or "-", tenant or "-"
-    metrics.requests.labels(rec.surface, rec.route, model, tenant, str(rec.status), rec.code).inc()
+    model, tenant, host = model or "-", tenant or "-", rec.host or "-"
+    metrics.requests.labels(rec.surface, rec.route, model, tenant, str(rec.status), rec.code, host).inc()
     metrics.latency.labels(rec.surface, model).observe(rec.latency)
     if rec.status >= 400 and not rec.engine:
         metrics.rejections.labels(rec.code, tenant).inc()
     if rec.engine:
         metrics.queue_wait.labels(tenant).observe(rec.queue_wait)
     if rec.ttft is not None:
-        metrics.ttft.labels(model).observe(rec.ttft)
+        metrics.ttft.labels(model, host).observe(rec.ttft)
     if rec.prompt_tokens:
-        metrics.tokens.labels(model, tenant, "prompt").inc(rec.prompt_tokens)
+        metrics.tokens.labels(model, tenant, "prompt", host).inc(rec.prompt_tokens)
     if rec.completion_tokens:
-        metrics.tokens.labels(model, tenant, "generated").inc(rec.completion_tokens)
+        metrics.tokens.labels(model, tenant, "generated", host).inc(rec.completion_tokens)
         if rec.eval_seconds > 0:
-            metrics.tps.labels(model).observe(rec.completion_tokens / rec.eval_seconds)
+            metrics.tps.labels(model, host).observe(rec.completion_tokens / rec.eval_seconds)
     if rec.cache != "none":
         metrics.cache.labels(rec.cache).inc()
 
@@ -71,3 +83,22 @@ def test_a_series_appears_only_once_something_was_counted_under_it() -> None:
     samples = "\n".join(_samples(metrics))
     for name in ("rejections", "queue_wait", "time_to_first_token", "tokens_total", "tokens_per_second", "cache"):
         assert f"shared_ollama_{name}" not in samples, name
+
+
+def test_each_engine_host_has_its_own_series() -> None:
+    metrics = Metrics(lambda: None)
+    for rec, (model, tenant) in zip(RECORDS, LABELS, strict=True):
+        metrics.observe(rec, model=model, tenant=tenant)
+    samples = _samples(metrics)
+
+    def series(name: str, host: str) -> list[str]:
+        return [line for line in samples if line.startswith(name) and f'host="{host}"' in line]
+
+    for host in ("h1", "h2"):
+        assert len(series("shared_ollama_requests_total{", host)) == 1, host
+        assert series("shared_ollama_time_to_first_token_seconds_count{", host) == [
+            f'shared_ollama_time_to_first_token_seconds_count{{host="{host}",model="m"}} 1.0'
+        ]
+        assert len(series("shared_ollama_tokens_total{", host)) == 2, host  # prompt and generated
+        assert len(series("shared_ollama_generation_tokens_per_second_count{", host)) == 1, host
+    assert series("shared_ollama_requests_total{", "-"), "requests that reached no engine host are counted under -"

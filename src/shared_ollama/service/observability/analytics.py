@@ -23,12 +23,15 @@ from typing import Any
 
 from shared_ollama.errors import InvalidRequest
 from shared_ollama.service.observability.records import RequestRecord
+from shared_ollama.service.observability.sqlite_db import add_columns
 from shared_ollama.service.observability.sqlite_worker import SqliteWorker, rows_as_dicts
 
 log = logging.getLogger(__name__)
 
 RETENTION_EVERY = 3600.0
 """Seconds between retention passes of the background writer."""
+PURGE_CHUNK = 5000
+"""Rows one retention transaction deletes at most: another replica writing the file waits for one, not all."""
 
 WINDOWS = MappingProxyType({"15m": 900.0, "1h": 3600.0, "24h": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0})
 GROUPS = MappingProxyType(
@@ -37,6 +40,7 @@ GROUPS = MappingProxyType(
         "model": "model",
         "surface": "surface",
         "code": "code",
+        "host": "host",
         "hour": "CAST(ts / 3600 AS INTEGER) * 3600",
         "minute": "CAST(ts / 60 AS INTEGER) * 60",
     }
@@ -78,6 +82,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
     ("cache", "TEXT NOT NULL", _text),
     ("stream", "INTEGER NOT NULL", _flag),
     ("engine", "INTEGER NOT NULL", _flag),
+    ("host", "TEXT NOT NULL DEFAULT ''", _text),
 )
 
 _SCHEMA = (
@@ -114,7 +119,7 @@ _AGG_SQL = (
 _FIELDS = attrgetter(*(name for name, _, _ in COLUMNS))
 _STORED: dict[str, type | tuple[type, ...]] = {
     **dict.fromkeys(("ts", "queue_wait", "latency", "eval_seconds", "load_seconds", "engine_seconds"), float),
-    **dict.fromkeys(("request_id", "tenant", "surface", "route", "model", "code", "cache"), str),
+    **dict.fromkeys(("request_id", "tenant", "surface", "route", "model", "code", "cache", "host"), str),
     **dict.fromkeys(("status", "prompt_tokens", "completion_tokens"), int),
     **dict.fromkeys(("stream", "engine"), bool),
     "user": (str, type(None)),
@@ -144,9 +149,7 @@ def _iso(epoch: float) -> str:
 
 def _add_new_columns(conn: sqlite3.Connection) -> None:
     """A database of an older version gets the columns added since (empty for its old rows)."""
-    have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
-    for name, kind, _ in (c for c in COLUMNS if c[0] not in have):
-        conn.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
+    add_columns(conn, "requests", [(name, kind) for name, kind, _ in COLUMNS])
 
 
 class AnalyticsStore:
@@ -187,10 +190,12 @@ class AnalyticsStore:
         await self._worker.start()
         try:
             await self._worker.run(partial(self._purge, now=time.time()))
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await self._worker.close()
-            raise
+        except BaseException as exc:
+            # The file busy past the timeout (another replica's long write) fails nothing: the next pass purges.
+            if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY:
+                with contextlib.suppress(Exception):
+                    await self._worker.close()
+                raise
         self._task = asyncio.create_task(self._writer(), name="analytics-writer")
 
     async def close(self) -> None:
@@ -331,7 +336,7 @@ class AnalyticsStore:
             log.warning("analytics: skipped %d malformed records", bad)
         if not rows:
             return 0, bad
-        conn.execute("BEGIN")
+        conn.execute("BEGIN IMMEDIATE")  # the write lock at once (waiting out another writer's, up to the timeout)
         try:
             conn.executemany(_INSERT, rows)
             conn.execute("COMMIT")
@@ -342,14 +347,21 @@ class AnalyticsStore:
         return len(rows), bad
 
     def _purge(self, conn: sqlite3.Connection, *, now: float) -> int:
+        """Delete the rows past the retention, ``PURGE_CHUNK`` per transaction (each a short write lock)."""
+        sql = "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests WHERE ts < ? LIMIT ?)"
+        total = 0
         try:
-            deleted = conn.execute("DELETE FROM requests WHERE ts < ?", (now - self.retention_days * 86400,))
+            for _ in range(100_000):
+                deleted = conn.execute(sql, (now - self.retention_days * 86400, PURGE_CHUNK)).rowcount
+                total += max(deleted, 0)
+                if deleted < PURGE_CHUNK:
+                    break
         except sqlite3.Error:
             log.warning("analytics: retention pass failed", exc_info=True)
             raise
-        if deleted.rowcount > 0:
-            log.info("analytics: deleted %d records older than %g days", deleted.rowcount, self.retention_days)
-        return deleted.rowcount
+        if total > 0:
+            log.info("analytics: deleted %d records older than %g days", total, self.retention_days)
+        return total
 
     def _aggregate(
         self, conn: sqlite3.Connection, *, since: float, until: float, tenant: str | None, group_by: str | None
@@ -373,7 +385,7 @@ class AnalyticsStore:
         where = _FAILED_SQL + (" AND tenant = ?" if tenant is not None else "")
         params: tuple[Any, ...] = ((tenant,) if tenant is not None else ()) + (limit,)
         cursor = conn.execute(
-            "SELECT ts, request_id, tenant, route, model, status, code FROM requests "
+            "SELECT ts, request_id, tenant, route, model, status, code, host FROM requests "
             f"WHERE {where} ORDER BY ts DESC, rowid DESC LIMIT ?",
             params,
         )

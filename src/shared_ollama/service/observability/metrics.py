@@ -3,7 +3,9 @@
 Each app owns its registry (no global state). With ``PROMETHEUS_MULTIPROC_DIR`` set (prometheus-client's own
 switch, for several worker processes), values are kept in that directory and ``/metrics`` aggregates every
 process's files; the live gauges then describe the process that answered the scrape. Model and tenant label
-values come from bounded sets (``labels.py``), so client-chosen names cannot grow the series without limit.
+values come from bounded sets (``labels.py``), so client-chosen names cannot grow the series without limit; the
+``host`` label is the engine host that answered (``local`` without a fleet, ``-`` for none: a rejection, a cache
+hit), a name from configuration, so a bounded set too.
 """
 
 from __future__ import annotations
@@ -136,8 +138,8 @@ class Metrics:
         self.registry.register(_LiveCollector(live))
         self.requests = Counter(
             "shared_ollama_requests",
-            "Requests by surface, route, model, tenant, HTTP status and code",
-            ["surface", "route", "model", "tenant", "status", "code"],
+            "Requests by surface, route, model, tenant, HTTP status, code and engine host",
+            ["surface", "route", "model", "tenant", "status", "code", "host"],
             registry=target,
         )
         self.rejections = Counter(
@@ -160,33 +162,34 @@ class Metrics:
         self.ttft = Histogram(
             "shared_ollama_time_to_first_token_seconds",
             "Time from arrival to the first streamed token",
-            ["model"],
+            ["model", "host"],
             buckets=LATENCY_BUCKETS,
             registry=target,
         )
         self.tokens = Counter(
-            "shared_ollama_tokens", "Prompt and generated tokens", ["model", "tenant", "kind"], registry=target
+            "shared_ollama_tokens", "Prompt and generated tokens", ["model", "tenant", "kind", "host"], registry=target
         )
         self.tps = Histogram(
             "shared_ollama_generation_tokens_per_second",
             "Generation speed from the engine's eval timings",
-            ["model"],
+            ["model", "host"],
             buckets=TPS_BUCKETS,
             registry=target,
         )
         self.cache = Counter("shared_ollama_cache_requests", "Cache lookups by result", ["result"], registry=target)
-        self._children: dict[tuple[str, str, str, str, int, str], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, str, str, int, str, str], tuple[Any, Any]] = {}
         self._other_children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def observe(self, rec: RequestRecord, *, model: str, tenant: str) -> None:
-        """Count ``rec`` under the ``model`` and ``tenant`` labels (from bounded sets: ``labels.py``)."""
+        """Count ``rec`` under the ``model`` and ``tenant`` labels (from bounded sets: ``labels.py``) and its host."""
         model = model or "-"
         tenant = tenant or "-"
-        key = (rec.surface, rec.route, model, tenant, rec.status, rec.code)
+        host = rec.host or "-"
+        key = (rec.surface, rec.route, model, tenant, rec.status, rec.code, host)
         children = self._children.get(key)
         if children is None:  # label look-ups validate and lock: done once per label set, not per request
             children = (
-                self.requests.labels(rec.surface, rec.route, model, tenant, str(rec.status), rec.code),
+                self.requests.labels(rec.surface, rec.route, model, tenant, str(rec.status), rec.code, host),
                 self.latency.labels(rec.surface, model),
             )
             if len(self._children) < _MAX_CACHED_LABEL_SETS:
@@ -198,13 +201,13 @@ class Metrics:
         if rec.engine:
             self._child(self.queue_wait, tenant).observe(rec.queue_wait)
         if rec.ttft is not None:
-            self._child(self.ttft, model).observe(rec.ttft)
+            self._child(self.ttft, model, host).observe(rec.ttft)
         if rec.prompt_tokens:
-            self._child(self.tokens, model, tenant, "prompt").inc(rec.prompt_tokens)
+            self._child(self.tokens, model, tenant, "prompt", host).inc(rec.prompt_tokens)
         if rec.completion_tokens:
-            self._child(self.tokens, model, tenant, "generated").inc(rec.completion_tokens)
+            self._child(self.tokens, model, tenant, "generated", host).inc(rec.completion_tokens)
             if rec.eval_seconds > 0:
-                self._child(self.tps, model).observe(rec.completion_tokens / rec.eval_seconds)
+                self._child(self.tps, model, host).observe(rec.completion_tokens / rec.eval_seconds)
         if rec.cache != "none":
             self._child(self.cache, rec.cache).inc()
 

@@ -4,6 +4,7 @@ fails. Callers run it (and every later call on the connection) in a thread of th
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -39,3 +40,26 @@ def open_database(
         conn.close()
         raise
     return conn
+
+
+def add_columns(conn: sqlite3.Connection, table: str, columns: Iterable[tuple[str, str]]) -> None:
+    """Add to ``table`` the ``(name, SQL type)`` columns it lacks (a database of an older version). The change
+    is made in one write transaction that looks again first, so two processes opening the file at once (two
+    gateway replicas) do not both add a column: the second waits (busy timeout), then finds it there."""
+    columns = list(columns)
+
+    def missing() -> list[tuple[str, str]]:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        return [(name, kind) for name, kind in columns if name not in have]
+
+    if not missing():
+        return  # the usual case: no transaction at all
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for name, kind in missing():
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise

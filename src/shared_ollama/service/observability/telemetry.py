@@ -72,6 +72,7 @@ class Telemetry:
                     "model": rec.model,
                     "status": rec.status,
                     "code": rec.code,
+                    "host": rec.host,
                 }
             )
         if self.access_log and log.isEnabledFor(logging.INFO):

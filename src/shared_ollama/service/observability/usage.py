@@ -1,5 +1,5 @@
-"""Usage from the analytics store: requests, tokens and engine seconds per tenant, model or end user over a
-window, optionally per hour or day (``GET /api/v1/usage``).
+"""Usage from the analytics store: requests, tokens and engine seconds per tenant, model, end user or engine
+host over a window, optionally per hour or day (``GET /api/v1/usage``).
 
 Usage counts the requests a model answered: those that ran on the engine and the cache's hits (a hit costs a
 request and no tokens, as the quotas count it); refusals, errors (an unknown model, an engine failure) and the
@@ -23,7 +23,7 @@ from shared_ollama.errors import InvalidRequest
 from shared_ollama.service.observability.analytics import WINDOWS, AnalyticsStore
 
 JsonDict = dict[str, Any]
-GROUPS = MappingProxyType({"tenant": "tenant", "model": "model", "user": "user"})
+GROUPS = MappingProxyType({"tenant": "tenant", "model": "model", "user": "user", "host": "host"})
 BUCKETS = MappingProxyType({"hour": 3600, "day": 86400})
 SERVED_SQL = "(engine = 1 OR cache IN ('hit', 'semantic-hit')) AND status < 400"
 _SUMS_SQL = (
