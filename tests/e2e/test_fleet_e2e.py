@@ -201,6 +201,8 @@ def test_an_openai_host_is_never_asked_what_only_ollama_hosts_answer(fleet: Flee
     with httpx.Client(base_url=fleet.url, timeout=60, headers=NO_CACHE) as http:
         shown = http.post("/api/show", json={"model": VIA_OPENAI})
         assert shown.status_code == 200 and "capabilities" not in shown.json(), "nothing known, nothing claimed"
+        refused = http.post("/api/pull", json={"model": CHAT, "stream": False, "host": "d"})
+        assert refused.status_code == 400 and "openai host" in refused.json()["error"], "models live on ollama hosts"
         loaded = http.post("/api/generate", json={"model": VIA_OPENAI, "stream": False})
         assert loaded.status_code == 200, loaded.text
         assert loaded.json()["done_reason"] == "load" and loaded.json()["response"] == ""

@@ -285,6 +285,15 @@ async def test_model_management_takes_a_host_field(tmp_path: Path, fleet: list[H
         for wrong in ("elsewhere", 7, ""):
             refused = await client.post("/api/copy", json={"source": "fake", "destination": "x", "host": wrong})
             assert refused.status_code == 400 and "host" in refused.json()["error"], refused.text
+        a_name = f"127.0.0.1:{a.port}"
+        conflict = await client.post(
+            "/api/copy", json={"source": "fake", "destination": "x", "host": b_name}, headers={HOST: a_name}
+        )
+        assert conflict.status_code == 400 and "differ" in conflict.json()["error"]
+        listed = (await client.get("/api/tags", headers={HOST: b_name})).json()["models"]
+        assert [m["hosts"] for m in listed] == [[b_name]]
+        everywhere = (await client.get("/api/tags")).json()["models"]
+        assert [m["hosts"] for m in everywhere] == [[a_name, b_name]], "a listing asked of b leaves the next whole"
     assert [r["path"] for r in a.engine.received] == [], "nothing reached the host not named"
     assert [r["path"] for r in b.engine.received] == ["/api/pull", "/api/copy", "/api/delete"]
 

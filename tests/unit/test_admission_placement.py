@@ -381,29 +381,31 @@ async def test_randomized_operations_return_every_host_to_zero() -> None:
 # ---------------------------------------------------------------------------------------------- failover
 
 
-async def test_a_request_moved_off_a_failed_host_keeps_its_place_ahead_of_its_tenants_later_requests() -> None:
+async def test_a_request_moved_off_a_failed_host_keeps_its_place_ahead_of_requests_that_waited() -> None:
     a, b = FakeHost("a"), FakeHost("b")
-    sched, clock = fleet(a, b, model_aging=0)
+    sched, clock = fleet(a, b, model_aging=0, max_queue=2)
     d = Driver(sched)
     first = await d.start("first", tenant="x")
     other = await d.start("other", tenant="y")
     assert (first.host, other.host) == ("a", "b")
+    waiting = await d.queue("waiting", tenant="z")
     later = await d.queue("later", tenant="x")
     clock.advance(5)
-    a.up = False  # a failed under "first": it moves, and must not go behind "later"
+    a.up = False  # a failed under "first": it moves, and goes neither behind "later" nor behind "waiting"
     moved = asyncio.create_task(sched.move(first, LONG_WAIT))
-    await until(lambda: sched.queued == 2)
+    await until(lambda: sched.queued == 3)
+    assert not moved.done(), "a full queue does not refuse a request that had its slot"
     assert sched.running_on("a") == 0 and later.started_at is None, "a is down: nothing starts there"
     sched.release(other)
     await settle()
-    assert moved.done() and later.started_at is None, "the moved request went first"
+    assert moved.done() and later.started_at is None and waiting.started_at is None, "the moved request went first"
     await moved
     assert first.host == "b"
     assert first.waited == pytest.approx(5), "aged from its first arrival"
     a.up = True
     sched.poke()
-    await until(lambda: later.started_at is not None)
-    assert later.host == "a"
+    await until(lambda: waiting.started_at is not None)
+    assert waiting.host == "a" and later.started_at is None, "then the fair order as before: z's turn"
 
 
 async def test_a_move_with_no_other_host_for_the_model_is_refused_at_once() -> None:
@@ -411,8 +413,7 @@ async def test_a_move_with_no_other_host_for_the_model_is_refused_at_once() -> N
     sched, _ = fleet(a, b)
     d = Driver(sched)
     ticket = await d.start("r", model="only-a")
-    a.up = False
-    with pytest.raises(BackendUnavailable):
+    with pytest.raises(BackendUnavailable):  # a is still up (not taken out yet): never back to the host that failed
         await sched.move(ticket, LONG_WAIT)
     assert sched.running == 0 and sched.queued == 0 and sched.running_on("a") == 0
     assert sched.busy_models() == []

@@ -15,7 +15,6 @@ from shared_ollama.service.admission.gate import TENANT_HEADER
 from shared_ollama.service.admission.scheduler import Priority
 from shared_ollama.service.admission.tenants import Tenant
 from shared_ollama.service.fleet.fleet import check_host
-from shared_ollama.service.fleet.routing import TARGET_HOST
 from shared_ollama.service.gateway import Gateway
 from shared_ollama.service.observability.records import RequestRecord
 
@@ -50,10 +49,8 @@ def tenant_of(request: Request) -> Tenant:
         if headers is not None:
             headers[TENANT_HEADER] = tenant.name
         host = request.headers.get(ENGINE_HOST_HEADER)
-        if host:  # the engine host this request's calls go to: checked here, for every route
-            gateway = gateway_of(request)
-            check_host(host, gateway.fleet)
-            TARGET_HOST.set(host)
+        if host:  # the engine host asked for: checked here, for every route (used by placement and model_common)
+            check_host(host, gateway_of(request).fleet)
     return tenant
 
 

@@ -11,7 +11,7 @@ import orjson
 from fastapi import Request
 from starlette.responses import Response
 
-from shared_ollama.api.deps import gateway_of, tenant_of
+from shared_ollama.api.deps import ENGINE_HOST_HEADER, gateway_of, tenant_of
 from shared_ollama.api.http import json_response, ndjson_response, read_json, start_stream
 from shared_ollama.errors import BackendError, InsufficientStorage, InvalidRequest, ModelNotFound, SharedOllamaError
 from shared_ollama.service.admission.engine_policy import check_model
@@ -38,24 +38,36 @@ def model_ops(request: Request, action: str | None = None, *, admin: bool = Fals
     return ops
 
 
-def target_host(request: Request, data: JsonDict | None = None) -> None:
-    """Model management's optional ``host`` (in the body, taken out of it, or in the query string): the one engine
-    host the change goes to instead of every ``ollama`` host. Same as the ``X-Shared-Ollama-Engine-Host`` header;
-    a name that is not a host is a 400 naming the field."""
+def target_host(request: Request, data: JsonDict | None = None, *, manage: bool = True) -> None:
+    """The one engine host a model operation or model listing goes to, when the request names one: model
+    management's ``host`` (in the body, taken out of it, or in the query string) or the
+    ``X-Shared-Ollama-Engine-Host`` header (the same name if both). Set for this request's engine calls only
+    (``TARGET_HOST``; the middleware clears it), never for what the service does on its own account. A name that
+    is not a host, or (``manage``: creating, copying, pulling, deleting, uploading) not an ``ollama`` host, is a
+    400 naming the field."""
     value = data.pop("host", None) if data is not None else None
     if value is None:
         value = request.query_params.get("host")
-    if value is None:
-        return
-    if not isinstance(value, str) or not value.strip():
+    header = request.headers.get(ENGINE_HOST_HEADER) or None
+    if value is not None and (not isinstance(value, str) or not value.strip()):
         raise InvalidRequest("'host' must be the name of an engine host (GET /api/v1/engines)", param="host")
-    check_host(value.strip(), gateway_of(request).fleet, param="host")
-    TARGET_HOST.set(value.strip())
+    name = value.strip() if isinstance(value, str) else header
+    if name is None:
+        return
+    if header is not None and name != header:
+        raise InvalidRequest(f"'host' ({name}) and X-Shared-Ollama-Engine-Host ({header}) differ", param="host")
+    param = "host" if value is not None else "X-Shared-Ollama-Engine-Host"
+    fleet = gateway_of(request).fleet
+    check_host(name, fleet, param=param)
+    if manage and fleet is not None and fleet.monitor.host(name).kind != "ollama":
+        raise InvalidRequest(f"{param}: '{name}' is an openai host; models are managed on ollama hosts", param=param)
+    TARGET_HOST.set(name)
 
 
 async def listed_models(request: Request) -> JsonDict:
     """The engine's ``/api/tags`` as the caller may see it: only the models its policy lets it use."""
     tenant = tenant_of(request)
+    target_host(request, manage=False)
     tags: JsonDict = orjson.loads(await gateway_of(request).get("/api/tags"))
     if tenant.policy.models is not None or tenant.policy.deny_models:
         models = tags.get("models") or []

@@ -101,6 +101,7 @@ async def show(request: Request) -> Response:
     body = req.to_engine()
     body["model"] = req.target()
     allowed(request, body["model"])
+    target_host(request, manage=False)
     return json_response(await authorized(request).inspect("/api/show", body))
 
 
@@ -111,7 +112,9 @@ async def tags(request: Request) -> Response:
 
 @router.get("/api/ps", tags=_OLLAMA_TAGS, summary="Loaded models")
 async def ps(request: Request) -> Response:
-    return json_response(await authorized(request).get("/api/ps"))
+    gateway = authorized(request)
+    target_host(request, manage=False)
+    return json_response(await gateway.get("/api/ps"))
 
 
 @router.get("/api/version", tags=_OLLAMA_TAGS, summary="Engine version")

@@ -26,13 +26,16 @@ router = APIRouter(tags=["models"], route_class=LeanRoute)
 
 @router.get("/api/v1/models/ps", summary="Models loaded in the engine")
 async def ps(request: Request) -> Response:
-    return json_response(await model_ops(request).ps())
+    ops = model_ops(request)
+    target_host(request, manage=False)
+    return json_response(await ops.ps())
 
 
 @router.get("/api/v1/models/{name:path}/show", summary="One model's details")
 async def show(request: Request, name: str) -> Response:
     model = gateway_of(request).policy.resolve_alias(name)
     allowed(request, model)
+    target_host(request, manage=False)
     return json_response(await model_ops(request).show(model))
 
 
@@ -85,7 +88,7 @@ async def pull(request: Request) -> Response:
 @router.post("/api/v1/models/{name:path}/load", summary="Load a model now and keep it loaded (admin)")
 async def load(request: Request, name: str) -> Response:
     ops = model_ops(request, "loading a model", admin=True)
-    target_host(request)
+    target_host(request, manage=False)
     answer = await ops.load(gateway_of(request).policy.resolve_alias(name))
     return json_response({"model": name, "status": "loaded", "engine": answer})
 
@@ -93,7 +96,7 @@ async def load(request: Request, name: str) -> Response:
 @router.post("/api/v1/models/{name:path}/unload", summary="Unload a model now (admin)")
 async def unload(request: Request, name: str) -> Response:
     ops = model_ops(request, "unloading a model", admin=True)
-    target_host(request)
+    target_host(request, manage=False)
     answer = await ops.unload(gateway_of(request).policy.resolve_alias(name))
     return json_response({"model": name, "status": "unloaded", "engine": answer})
 

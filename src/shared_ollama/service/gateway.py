@@ -30,7 +30,7 @@ from shared_ollama.service.answering import account, overtime, replay, within
 from shared_ollama.service.cache.caching import Caching
 from shared_ollama.service.cache.response import Hit, aggregate_ndjson, path_kind
 from shared_ollama.service.fleet.fleet import Fleet, FleetEngines, check_host
-from shared_ollama.service.fleet.routing import is_unload
+from shared_ollama.service.fleet.routing import is_unload, targeted
 from shared_ollama.service.images.vision import IMAGES_HEADER, Compression, Vision, summary
 from shared_ollama.service.models.loaded import LoadedModels
 from shared_ollama.service.models.memory import MemoryManager
@@ -158,7 +158,8 @@ class Gateway:
             if hit is not None:
                 return hit.body
         if self.fleet is not None and is_unload(path, body):  # every host that serves the model unloads it
-            return await self.client.request("POST", path, body)
+            with targeted(ctx.engine_host):  # or the one the request asked for
+                return await self.client.request("POST", path, body)
         self.admission.scheduler.check_room()  # a full queue is refused without touching the engine
         async with self.admission.admit(ctx, str(body["model"]), request_kind(body)) as admitted:
             self._started(ctx, admitted)
@@ -215,7 +216,8 @@ class Gateway:
                 yield replay(hit.ndjson())
                 return
         if self.fleet is not None and is_unload(path, body):  # every host that serves the model unloads it
-            raw = await self.client.request("POST", path, body)
+            with targeted(ctx.engine_host):
+                raw = await self.client.request("POST", path, body)
             yield replay([line + b"\n" for line in raw.splitlines() if line.strip()])
             return
         self.admission.scheduler.check_room()

@@ -97,14 +97,15 @@ class Placement:
 
     # ------------------------------------------------------------------ choice
 
-    def check_served(self, model: str, pin: str | None = None) -> None:
+    def check_served(self, model: str, pin: str | None = None, avoid: str | None = None) -> None:
         """Raise at once for a model no host could run: ``ModelNotFound`` when no host (or not the ``pin``ned one)
-        serves it at all, ``BackendUnavailable`` (with Retry-After) when every host that serves it is down."""
+        serves it at all, ``BackendUnavailable`` (with Retry-After) when every host that serves it is down (or is
+        the one to ``avoid``: a request's host that just failed it)."""
         serving = [h for h in self.hosts if h.serves(model) and (pin is None or h.name == pin)]
         if not serving:
             where = f"the engine host '{pin}'" if pin is not None else "any engine host"
             raise ModelNotFound(f"model '{model}' is not served by {where}")
-        if not any(h.available() for h in serving):
+        if not any(h.available() and h.name != avoid for h in serving):
             names = ", ".join(h.name for h in serving)
             raise BackendUnavailable(f"every engine host serving model '{model}' is unavailable ({names}); retry later")
 
@@ -114,6 +115,8 @@ class Placement:
         warm hosts' slots, and until it has waited ``model_aging`` seconds."""
         model = ticket.model
         up = [h for h in self.hosts if h.available() and h.serves(model) and (ticket.pin in (None, h.name))]
+        if ticket.avoid is not None:
+            up = [h for h in up if h.name != ticket.avoid]
         free = [h for h in up if self._in_use[h.name] < h.slots]
         if not free:
             return None

@@ -148,28 +148,30 @@ class Scheduler:
     async def move(self, ticket: Ticket, max_wait: float) -> None:
         """A running request whose host failed before its first byte (already taken out): its slot is given back
         and it waits at most ``max_wait`` for a slot on another host serving its model, first of its tenant's
-        requests and aged from its first arrival — it keeps its place. Refused at once as in ``acquire`` when no
-        other host could take it."""
-        self.release(ticket)
+        requests, its tenant's turn first, aged from its first arrival, never refused for a full queue — it keeps
+        its place. Refused at once as in ``acquire`` when no other host could take it."""
+        self.release(ticket, timed=False)
+        ticket.avoid = ticket.host
         ticket.started_at, ticket.host, ticket.granted = None, None, None
-        await self._wait(ticket, max_wait, first=True)
+        await self._wait(ticket, max_wait, moved=True)
 
-    async def _wait(self, ticket: Ticket, max_wait: float, *, first: bool = False) -> None:
+    async def _wait(self, ticket: Ticket, max_wait: float, *, moved: bool = False) -> None:
         if self._many:
-            self._placement.check_served(ticket.model, ticket.pin)
+            self._placement.check_served(ticket.model, ticket.pin, ticket.avoid)
             self._dispatch()  # requests that aged since the last decision go before this one
             host = self._placement.host_for(ticket, ticket.enqueued_at, self.model_aging)
             if host is not None:
                 self._start(ticket, host)
                 return
-            if self._queued >= self.max_queue:
+            if self._queued >= self.max_queue and not moved:
                 raise self._queue_full()
         elif self._queued == 0 and len(self._running) < self.slots:
             self._start(ticket, self._local)
             return
-        self.check_room()
+        if not moved:
+            self.check_room()
         ticket.granted = asyncio.get_running_loop().create_future()
-        self._enqueue(ticket, first=first)
+        self._enqueue(ticket, first=moved)
         if self._many:
             self._dispatch()  # one more waiting may make the backlog spill onto a cold host (placement.py)
             self._wake_for_aging()
@@ -188,14 +190,15 @@ class Scheduler:
                 ) from None
             raise
 
-    def release(self, ticket: Ticket) -> None:
-        """Give a running request's slot back and start the next waiting request(s)."""
+    def release(self, ticket: Ticket, *, timed: bool = True) -> None:
+        """Give a running request's slot back and start the next waiting request(s); ``timed``: its time counts
+        in the service times (not a failed attempt's)."""
         if ticket not in self._running:
             return
         self._running.discard(ticket)
         self._placement.give_back(ticket.host)
         self._forget_model(ticket.model)
-        if ticket.started_at is not None:
+        if ticket.started_at is not None and timed:
             self.service_times.add(self._clock() - ticket.started_at)
         self._dispatch()
 
@@ -251,9 +254,11 @@ class Scheduler:
         self.waits.add(ticket.waited)
 
     def _enqueue(self, ticket: Ticket, *, first: bool = False) -> None:
-        tickets = self._queues[ticket.priority].setdefault(ticket.tenant, deque())
-        if first:
+        tenants = self._queues[ticket.priority]
+        tickets = tenants.setdefault(ticket.tenant, deque())
+        if first:  # a moved request: its tenant's turn comes first
             tickets.appendleft(ticket)
+            tenants.move_to_end(ticket.tenant, last=False)
         else:
             tickets.append(ticket)
         self._queued += 1

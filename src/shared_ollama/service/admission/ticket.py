@@ -24,6 +24,8 @@ class Ticket:
     """The end user inside the tenant, when the request names one (None: the tenant's anonymous user)."""
     pin: str | None = None
     """The one host the request may run on (``X-Shared-Ollama-Engine-Host``; None: any that serves its model)."""
+    avoid: str | None = None
+    """A host the request must not run on (the one that failed it before its first byte: ``Scheduler.move``)."""
     enqueued_at: float = 0.0
     started_at: float | None = None
     host: str | None = None

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,18 @@ TARGET_HOST: ContextVar[str | None] = ContextVar("shared_ollama_engine_host", de
 """The engine host the request being served asked for (``X-Shared-Ollama-Engine-Host``; set by the API once the
 name is checked; tasks inherit it): model management and the calls about one model then go to that host only."""
 _MANAGED = ("/api/create", "/api/copy", "/api/pull")
+
+
+@contextmanager
+def targeted(host: str | None) -> Iterator[None]:
+    """``TARGET_HOST`` set to ``host`` for the calls made inside (none: every host, as usual)."""
+    token = TARGET_HOST.set(host)
+    try:
+        yield
+    finally:
+        TARGET_HOST.reset(token)
+
+
 _SPOOL_CHUNK = 1 << 20
 
 
@@ -76,6 +88,10 @@ class FleetClient:
         warm = set(h.name for h in self.monitor.warm_hosts(model))
         if hosts:
             return min(hosts, key=lambda h: (h.kind != "ollama", h.name not in warm))
+        if target is not None:
+            if self.monitor.serves(target, model):
+                raise BackendUnavailable(f"the engine host '{target}' is down (GET /api/v1/engines)")
+            raise ModelNotFound(f"model {model!r} not found on the engine host '{target}'")
         if any(self.monitor.serves(h.name, model) for h in self.monitor.hosts):
             raise BackendUnavailable(f"every engine host that serves {model!r} is down")
         raise ModelNotFound(f"model {model!r} not found on any engine host")
