@@ -136,6 +136,7 @@ def server_config(settings: Settings, app: Any, **overrides: Any) -> uvicorn.Con
         "log_level": settings.log_level,
         "log_config": None,  # uvicorn's own lines go through the JSON handlers too
         "access_log": False,
+        "timeout_keep_alive": settings.keep_alive_timeout,  # uvicorn's own 5 s equals httpx's: requests raced it
         "loop": "uvloop",
         "http": protocol_for(settings),
         "lifespan": "on",  # a failed start-up stops the process (not "lifespan unsupported")

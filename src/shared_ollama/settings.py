@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     """Seconds a client has to send a request's head (line and headers); later, ``408`` and the connection closes."""
     body_timeout: float = Field(default=30.0, gt=0)
     """Seconds a client has to send a request's whole body; later, ``408 body_timeout`` and the connection closes."""
+    keep_alive_timeout: int = Field(default=75, ge=1)
+    """Seconds an idle client connection stays open between requests: longer than common clients keep theirs
+    (httpx, behind the ollama, openai and anthropic clients: 5 s; aiohttp: 15 s), so a client never sends a
+    request on a connection the server is just closing."""
     analytics_retention_days: float = Field(default=30.0, gt=0)
     """Request analytics (``analytics_path``) older than this are deleted."""
     analytics_path: Path | None = None

@@ -111,13 +111,14 @@ def serve_gateway(fake_engine: tuple[str, FakeEngine], tmp_path: Path) -> Iterat
 
 @pytest.fixture
 def served(fake_engine: tuple[str, FakeEngine], tmp_path: Path) -> Iterator[int]:
-    """The port of a gateway served as ``serve`` serves it, with 0.5 s header and body timeouts."""
+    """The port of a gateway served as ``serve`` serves it, with 0.5 s header and body timeouts, 1 s keep-alive."""
     settings = Settings(
         engine="external",
         ollama_url=fake_engine[0],
         data_dir=tmp_path,
         header_timeout=0.5,
         body_timeout=0.5,
+        keep_alive_timeout=1,
         log_level="warning",
     )
     with ServedGateway(settings, as_serve=True) as gateway:

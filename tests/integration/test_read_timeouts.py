@@ -13,6 +13,8 @@ import httpx
 import orjson
 import pytest
 
+from shared_ollama.http_server import server_config
+from shared_ollama.settings import Settings
 from tests.integration.conftest import chat
 
 pytestmark = pytest.mark.timeout(60)
@@ -41,6 +43,21 @@ async def test_a_silent_connection_is_closed(served: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", served)
     assert await _answer_then_close(reader) == b"", "closed without a word: no request was begun"
     writer.close()
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(served: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", served)
+    writer.write(b"GET /api/version HTTP/1.1\r\nHost: gateway\r\n\r\n")
+    await writer.drain()
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 OK\r\n")
+    rest = await _answer_then_close(reader)  # the body, then nothing: closed once idle for keep_alive_timeout
+    assert b"HTTP/1.1" not in rest, "no second answer: the server closed the idle connection"
+    writer.close()
+
+
+def test_idle_connections_outlive_the_clients_own_keep_alive_by_default() -> None:
+    config = server_config(Settings(_env_file=None), app=None)
+    assert config.timeout_keep_alive > httpx.Limits().keepalive_expiry, "else a client's request may race the close"
 
 
 async def test_a_keep_alive_connection_still_gets_408_for_a_late_second_head(served: int) -> None:
