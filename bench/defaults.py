@@ -36,7 +36,7 @@ from tests.support.processes import free_port, stop, wait_http_ok
 
 from bench.headroom import _machine
 from bench.loadgen import Result, run_load
-from bench.run import _spawn
+from bench.run import _spawn, split_cores
 
 Row = tuple[str, str, str, str]
 KEY = "bench-web-key-0123456789"
@@ -203,9 +203,7 @@ def _serve(port: int, env: dict[str, str], cores: set[int]) -> subprocess.Popen[
 def run(quick: bool = False) -> list[Row]:
     """Start the scripted engine and the two gateways, measure, print the table and return it."""
     scale = QUICK if quick else FULL
-    cores = sorted(os.sched_getaffinity(0))
-    gw_cores, other = {cores[0]}, set(cores[1:]) or {cores[0]}
-    os.sched_setaffinity(0, other)
+    cores, gw_cores, other = split_cores()
     print(f"machine: {_machine()}")
     print(f"cores: gateways {sorted(gw_cores)}, scripted engine + load generator {sorted(other)}")
     procs: list[subprocess.Popen[bytes]] = []

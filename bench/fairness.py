@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 
 from tests.support.processes import free_port, stop, wait_http_ok
 
 from bench.loadgen import Result, run_load
-from bench.run import _spawn
+from bench.run import _spawn, split_cores
 
 WORK = {
     "model": "fake",
@@ -68,9 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    cores = sorted(os.sched_getaffinity(0))
-    gw_cores, other = {cores[0]}, set(cores[1:]) or {cores[0]}
-    os.sched_setaffinity(0, other)
+    _, gw_cores, other = split_cores()
     fport, gport = free_port(), free_port()
     procs = [_spawn(["-m", "tests.support.fake_engine", "--port", str(fport)], {}, other)]
     try:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from tests.support.processes import free_port, stop, wait_http_ok
 
 from bench.fairness import WORK, _line, flood
 from bench.loadgen import Result, run_load
-from bench.run import _spawn
+from bench.run import _spawn, split_cores
 
 TARGET_RATIO = 1.8
 
@@ -58,9 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    cores = sorted(os.sched_getaffinity(0))
-    gw_cores, other = {cores[0]}, set(cores[1:]) or {cores[0]}
-    os.sched_setaffinity(0, other)
+    _, gw_cores, other = split_cores()
     ports = [free_port(), free_port()]
     engines: list[subprocess.Popen[bytes]] = []
     try:

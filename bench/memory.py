@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import tempfile
 import time
@@ -38,7 +37,7 @@ import orjson
 import psutil
 from tests.support.processes import free_port, spawn, stop, wait_http_ok
 
-from bench.run import _spawn
+from bench.run import _spawn, split_cores
 from bench.soak import SLOTS, TENANTS, _client, embedded_gateway
 from shared_ollama.engine.defaults import install_defaults
 from shared_ollama.engine.machine import prompt_cache_mib, total_ram
@@ -102,8 +101,7 @@ async def _cacheable_load(url: str, requests: int, concurrency: int, max_seconds
 
 
 def gateway_part(requests: int) -> list[Row]:
-    cores = sorted(os.sched_getaffinity(0))
-    gw_cores, other = {cores[0]}, set(cores[1:]) or {cores[0]}
+    _, gw_cores, other = split_cores(pin=False)
     procs = []
     with tempfile.TemporaryDirectory(prefix="memory-gw-") as data:
         try:

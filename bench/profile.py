@@ -26,7 +26,7 @@ from tests.support.processes import free_port, stop, wait_http_ok
 
 from bench.defaults import AUTH, CHAT, TENANTS_YAML
 from bench.loadgen import run_load
-from bench.run import _spawn
+from bench.run import _spawn, split_cores
 
 LAYERS = (  # the first whose marker is in a frame's file names its layer
     ("shared_ollama", "the service's own code"),
@@ -83,9 +83,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="how long py-spy samples (default 10)")
     args = parser.parse_args()
     spy = Path(sys.executable).with_name("py-spy")
-    cores = sorted(os.sched_getaffinity(0))
-    gw_cores, other = {cores[0]}, set(cores[1:]) or {cores[0]}
-    os.sched_setaffinity(0, other)
+    cores, gw_cores, other = split_cores()
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         try:

@@ -38,6 +38,16 @@ def _pinned(cores: set[int]) -> Callable[[], None]:
     return apply
 
 
+def split_cores(*, pin: bool = True) -> tuple[list[int], set[int], set[int]]:
+    """This machine's cores, the one the gateway under test gets, and the rest (engines, load generator); with
+    ``pin``, this process moves to the rest. On one core both sets are that core."""
+    cores = sorted(os.sched_getaffinity(0))
+    gateway, other = {cores[0]}, set(cores[1:]) or {cores[0]}
+    if pin:
+        os.sched_setaffinity(0, other)
+    return cores, gateway, other
+
+
 def _spawn(args: list[str], env: dict[str, str], cores: set[int]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, *args],
@@ -153,10 +163,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.all:
         args.real = True
-    cores = sorted(os.sched_getaffinity(0))
-    gw_cores = {cores[0]}
-    other = set(cores[1:]) or gw_cores
-    os.sched_setaffinity(0, other)
+    cores, gw_cores, other = split_cores()
     print(f"cores: gateway {sorted(gw_cores)}, engine + load generator {sorted(other)}")
     gw_env = {
         "SHARED_OLLAMA_ENGINE": "external",

@@ -319,10 +319,13 @@ async def test_refresh_all_probes_every_host_at_most_concurrency_at_once(
 async def test_the_monitor_task_refreshes_until_stopped(stand_in: StandIn, session: aiohttp.ClientSession) -> None:
     (host,) = hosts({"url": stand_in.url, "kind": "openai"})
     monitor = FleetMonitor([host], session)
-    monitor.start(0.05)
+    rounds: list[int] = []
+    monitor.start(0.05, lambda: rounds.append(len(stand_in.seen)))
     with pytest.raises(RuntimeError):
         monitor.start(0.05)
     await eventually(lambda: len(stand_in.seen) >= 2, "two rounds of probes")
+    await eventually(lambda: len(rounds) >= 2, "the callback after each round")
+    assert rounds[:2] == [1, 2], "called after each round's probes"
     await monitor.stop()
     after = len(stand_in.seen)
     await monitor.refresh_all()  # still usable by hand once the task is gone

@@ -64,6 +64,18 @@ async def until(condition: Callable[[], bool], limit: int = 200) -> None:
     raise AssertionError("condition not reached")
 
 
+async def wind_down(sched: Scheduler, tasks: Iterable[asyncio.Task[None]], held: set[Ticket]) -> None:
+    """The end of a randomised run: cancel the requests still waiting, release the ones still running."""
+    for task in tasks:
+        if not task.done():
+            task.cancel()
+    await settle()
+    for ticket in list(held):
+        held.discard(ticket)
+        sched.release(ticket)
+    await settle()
+
+
 class Driver:
     """Requests waiting in tasks; records the order in which they are granted a slot."""
 

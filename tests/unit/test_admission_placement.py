@@ -16,7 +16,7 @@ import pytest
 from shared_ollama.errors import BackendUnavailable, ModelNotFound, QueueFull, RequestTimeout
 from shared_ollama.service.admission.placement import LOCAL_HOST, Host
 from shared_ollama.service.admission.scheduler import Priority, Scheduler, Ticket
-from tests.support.scheduler import LONG_WAIT, Driver, FakeClock, labels, make, settle, until
+from tests.support.scheduler import LONG_WAIT, Driver, FakeClock, labels, make, settle, until, wind_down
 
 
 @dataclass
@@ -356,14 +356,7 @@ async def test_randomized_operations_return_every_host_to_zero() -> None:
         fake.up = True
     sched.poke()
     await settle()
-    for task in tasks.values():
-        if not task.done():
-            task.cancel()
-    await settle()
-    for ticket in list(held):
-        held.discard(ticket)
-        sched.release(ticket)
-    await settle()
+    await wind_down(sched, tasks.values(), held)
     for task in tasks.values():
         assert task.done()
         if task.cancelled():
@@ -429,6 +422,8 @@ async def test_waiting_requests_no_host_can_take_any_more_end_when_the_scheduler
     await until(lambda: sched.queued == 2)
     a.up = False
     sched.poke()
+    await settle()
+    assert d.tasks[stranded].done(), "ended when the scheduler heard, not at its deadline"
     with pytest.raises(BackendUnavailable):
         await d.tasks[stranded]
     assert sched.queued == 1 and fine.started_at is None, "a request another host can take keeps waiting"

@@ -10,7 +10,7 @@ import pytest
 
 from shared_ollama.errors import QueueFull, RequestTimeout
 from shared_ollama.service.admission.scheduler import Priority, Scheduler, Ticket
-from tests.support.scheduler import BATCH, INTERACTIVE, LONG_WAIT, Driver, make, settle, until
+from tests.support.scheduler import BATCH, INTERACTIVE, LONG_WAIT, Driver, make, settle, until, wind_down
 
 # ---------------------------------------------------------------------------------------------- state views
 
@@ -145,14 +145,7 @@ async def test_randomized_operations_keep_the_books_balanced() -> None:
 
     await settle()
     check_settled()
-    for task in tasks.values():
-        if not task.done():
-            task.cancel()
-    await settle()
-    for ticket in list(held):
-        held.discard(ticket)
-        sched.release(ticket)
-    await settle()
+    await wind_down(sched, tasks.values(), held)
 
     for task in tasks.values():
         assert task.done()

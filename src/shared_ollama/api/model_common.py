@@ -41,10 +41,10 @@ def model_ops(request: Request, action: str | None = None, *, admin: bool = Fals
 def target_host(request: Request, data: JsonDict | None = None, *, manage: bool = True) -> None:
     """The one engine host a model operation or model listing goes to, when the request names one: model
     management's ``host`` (in the body, taken out of it, or in the query string) or the
-    ``X-Shared-Ollama-Engine-Host`` header (the same name if both). Set for this request's engine calls only
-    (``TARGET_HOST``; the middleware clears it), never for what the service does on its own account. A name that
-    is not a host, or (``manage``: creating, copying, pulling, deleting, uploading) not an ``ollama`` host, is a
-    400 naming the field."""
+    ``X-Shared-Ollama-Engine-Host`` header (the same name if both). Set (``TARGET_HOST``) for this request's own
+    engine calls only — the middleware clears it when the request ends — never for what the service does on its
+    own account. A name that is not a host, or (``manage``: creating, copying, pulling, deleting,
+    uploading) not an ``ollama`` host, is a 400 naming the field."""
     value = data.pop("host", None) if data is not None else None
     if value is None:
         value = request.query_params.get("host")

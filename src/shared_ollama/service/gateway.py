@@ -29,7 +29,7 @@ from shared_ollama.service.admission.tenants import Tenants
 from shared_ollama.service.answering import account, overtime, replay, within
 from shared_ollama.service.cache.caching import Caching
 from shared_ollama.service.cache.response import Hit, aggregate_ndjson, path_kind
-from shared_ollama.service.fleet.fleet import Fleet, FleetEngines, check_host
+from shared_ollama.service.fleet.fleet import Fleet, FleetEngines
 from shared_ollama.service.fleet.routing import is_unload, targeted
 from shared_ollama.service.images.vision import IMAGES_HEADER, Compression, Vision, summary
 from shared_ollama.service.models.loaded import LoadedModels
@@ -109,8 +109,6 @@ class Gateway:
         """What can be refused before the cache and admission: the prompt's size, then the images (checked and
         compressed here, in the gateway's own workers, before taking an engine slot; the cache key hashes them)."""
         ctx.record.model = str(body["model"])
-        if ctx.engine_host is not None:
-            check_host(ctx.engine_host, self.fleet)
         applied = self.engine_policy.apply(ctx.tenant, path, body)
         if applied.notes:
             ctx.headers[POLICY_HEADER] = "; ".join(applied.notes)

@@ -12,8 +12,6 @@ since (``started``): a model a request just loaded counts as warm on its host be
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -71,7 +69,6 @@ class Fleet:
     on_change: Callable[[], None] = field(default=lambda: None)
     """Called after every probe round (the scheduler's ``poke``)."""
     _started: dict[str, set[str]] = field(default_factory=dict)
-    _task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Fleet | None:
@@ -108,25 +105,16 @@ class Fleet:
         await self.monitor.refresh_all()
         up = [h.name for h in self.monitor.hosts if self.monitor.breaker(h.name).available]
         log.info("engine fleet: %d hosts, up: %s", len(self.monitor.hosts), ", ".join(up) or "none")
-        self._task = asyncio.create_task(self._watch(), name="fleet-monitor")
+        self.monitor.start(self.settings.engine_health_interval, self._probed)
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.engine_health_interval)
-            try:
-                await self.monitor.refresh_all()
-            except Exception:  # one bad round must not end the monitoring
-                log.exception("engine fleet probe round failed")
-            for name in self._started:
-                self._started[name].clear()  # the probe knows now
-            self.on_change()
+    def _probed(self) -> None:
+        """After a probe round: what it saw replaces what this gateway started meanwhile; tell the scheduler."""
+        for name in self._started:
+            self._started[name].clear()
+        self.on_change()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.monitor.stop()
         for client in self.clients.values():
             if isinstance(client, EngineClient):
                 await client.close()

@@ -231,24 +231,27 @@ class FleetMonitor:
 
         await asyncio.gather(*(one(name) for name in self._hosts))
 
-    async def run(self, interval: float) -> None:
-        """Refresh every ``interval`` seconds until cancelled."""
+    async def run(self, interval: float, after_round: Callable[[], None] | None = None) -> None:
+        """Refresh every ``interval`` seconds until cancelled (the first round one interval from now: the caller
+        has just refreshed), calling ``after_round`` after each."""
         if interval <= 0:
             raise ValueError("interval must be > 0")
         while True:
+            await asyncio.sleep(interval)
             try:
                 await self.refresh_all()
             except Exception:  # a bug in one pass must not end the monitoring
                 log.exception("engine fleet refresh failed")
-            await asyncio.sleep(interval)
+            if after_round is not None:
+                after_round()
 
-    def start(self, interval: float) -> None:
-        """Run ``run(interval)`` in a task (``stop()`` ends it)."""
+    def start(self, interval: float, after_round: Callable[[], None] | None = None) -> None:
+        """Run ``run(interval, after_round)`` in a task (``stop()`` ends it)."""
         if self._task is not None and not self._task.done():
             raise RuntimeError("the fleet monitor is already running")
         if interval <= 0:
             raise ValueError("interval must be > 0")
-        self._task = asyncio.create_task(self.run(interval), name="fleet-monitor")
+        self._task = asyncio.create_task(self.run(interval, after_round), name="fleet-monitor")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
