@@ -124,9 +124,15 @@ def test_abandoned_stream_leaves_the_service_usable(http: httpx.Client, gateway_
     for attempt in range(3):
         with httpx.Client(base_url=gateway_url, timeout=120) as own, own.stream("POST", "/api/chat", json=body) as resp:
             assert resp.status_code == 200
-            first = next(resp.iter_lines())
+            lines = resp.iter_lines()
+            first = next(lines)
             assert orjson.loads(first)["done"] is False
-            poll(lambda: _generations(http) >= 1, f"the engine generating stream {attempt}", limit=60)
+            try:
+                poll(lambda: _generations(http) >= 1, f"the engine generating stream {attempt}", limit=60)
+            except AssertionError as exc:  # say how the stream ended and what the engine shows, to know why
+                rest = list(lines)
+                shown = http.get("/api/ps").json()
+                raise AssertionError(f"{exc}; {len(rest)} more lines, the last {rest[-1:]}; {shown}") from None
         poll(lambda: _generations(http) == 0, f"the engine stopping stream {attempt} after its client left", limit=5.0)
         poll(lambda: _slots_in_use(http) == 0, f"stream {attempt}'s engine slot given back", limit=5.0)
     resp = http.post("/api/v1/chat", json={"messages": QUESTION, "options": {"num_predict": 4}})
