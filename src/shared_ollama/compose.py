@@ -43,6 +43,7 @@ from shared_ollama.service.models.memory import MemoryManager
 from shared_ollama.service.models.ops import ModelOps
 from shared_ollama.service.models.policy import ModelPolicy, limits_in_force
 from shared_ollama.service.observability.analytics import AnalyticsStore
+from shared_ollama.service.observability.analytics_share import AnalyticsShare
 from shared_ollama.service.observability.audit import AuditLog
 from shared_ollama.service.observability.labels import RecordLabels
 from shared_ollama.service.observability.telemetry import Telemetry
@@ -135,6 +136,15 @@ def _cache(settings: Settings, client: EngineApi) -> ResponseCache:
     return ResponseCache(config, make_store(config), engine_embedder(client, settings.cache_embedding_model))
 
 
+def _analytics_share(settings: Settings) -> AnalyticsShare | None:
+    """With Redis, replicas share their analytics through a stream (replicas on one machine may share a file too)."""
+    if not settings.redis_url:
+        return None
+    return AnalyticsShare(
+        settings.redis_url, stream=settings.analytics_stream, max_records=settings.analytics_stream_records
+    )
+
+
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -173,7 +183,9 @@ async def build(
     stack.callback(images.close, wait=False)
     vision = Vision(client, images)
     analytics_path = settings.analytics_path or settings.data_dir / "analytics.sqlite3"  # replicas may share it
-    analytics = AnalyticsStore(analytics_path, retention_days=settings.analytics_retention_days)
+    analytics = AnalyticsStore(
+        analytics_path, retention_days=settings.analytics_retention_days, share=_analytics_share(settings)
+    )
     stack.push_async_callback(analytics.close)
     await analytics.start()
     responses = ResponseStore(settings.data_dir / "responses.sqlite3", ttl_seconds=settings.responses_ttl_seconds)

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     """The analytics store's SQLite file (request log behind ``/api/v1/analytics`` and ``/api/v1/usage``, and the
     audit log); default ``<data_dir>/analytics.sqlite3``. Gateway replicas on one machine may share one file; not
     on a network file system."""
+    analytics_stream: str = Field(default="shared-ollama:analytics", min_length=1, max_length=200)
+    """With ``redis_url``: the Redis stream through which replicas share their request analytics (each publishes
+    its rows and imports the others'). Replicas of one deployment name the same stream; separate deployments on
+    one Redis, different ones."""
+    analytics_stream_records: int = Field(default=200_000, ge=1000)
+    """Requests the analytics stream keeps (about): how much history a new replica imports, and how long a
+    replica may be down and still catch up."""
     responses_ttl_seconds: float = Field(default=30 * 86400.0, gt=0)
     """Stored Responses API responses (``<data_dir>/responses.sqlite3``, ``store: true``) are kept this long."""
     audit_retention_days: float = Field(default=365.0, gt=0)

@@ -1,7 +1,8 @@
-"""Analytics shared by gateway replicas on one machine: ``analytics_path`` names one SQLite file for all of them.
+"""Analytics shared by gateway replicas: on one machine through one SQLite file (``analytics_path``), on different
+machines through Redis (``analytics_share``).
 
-Two real gateway processes (the ``gateways`` fixture: ``shared-ollama serve`` against the scripted engine) with
-data directories of their own write their requests to one file, and each one's ``/api/v1/analytics`` and
+Two real gateway processes (the ``gateways`` fixture: ``shared-ollama serve`` against the scripted engine) write
+their requests either to one file, or to files of their own with one Redis, and each one's ``/api/v1/analytics`` and
 ``/api/v1/usage`` show both replicas' requests. Then the store itself: a writer in another process and one here
 write batches at once while this one also runs retention passes — every batch lands and no write fails.
 Every wait is bounded; every process started here is stopped.
@@ -53,19 +54,15 @@ def _both(client: httpx.Client) -> JsonDict | None:
     return result if result["totals"]["requests"] == 2 * PER_REPLICA else None
 
 
-def test_two_gateway_replicas_share_one_analytics_file(gateways: Gateways, tmp_path: Path) -> None:
-    shared = tmp_path / "shared" / "analytics.sqlite3"
-    env = {"SHARED_OLLAMA_ANALYTICS_PATH": str(shared)}
-    one, _ = gateways.start(tmp_path / "one", "shared-one", **env)
-    two, _ = gateways.start(tmp_path / "two", "shared-two", **env)
+def _both_counted_by_each(urls: tuple[str, str], what: str) -> None:
+    """Both replicas' requests sent at once; then each replica's analytics and usage count both, each once."""
     with ThreadPoolExecutor(max_workers=2) as pool:  # both replicas write at the same time
-        statuses = list(pool.map(_send, [one, two], ["from-one", "from-two"]))
+        statuses = list(pool.map(_send, urls, ["from-one", "from-two"]))
     assert statuses == [[200] * PER_REPLICA] * 2
-
-    for url in (one, two):
+    for url in urls:
         with httpx.Client(base_url=url, timeout=30) as client:
-            # a query writes its own replica's pending records; the other's land within its flush interval
-            result = until(lambda: _both(client), "both replicas' requests in the shared file")
+            # a query writes its own replica's pending records; the other's arrive later (``what``)
+            result = until(lambda: _both(client), what)
             usage = client.get("/api/v1/usage", params={"window": "1h", "group_by": "tenant"})
         tenants = groups_by_key(result)
         assert tenants["from-one"]["requests"] == tenants["from-two"]["requests"] == PER_REPLICA, (url, result)
@@ -74,8 +71,28 @@ def test_two_gateway_replicas_share_one_analytics_file(gateways: Gateways, tmp_p
             "from-one": PER_REPLICA,
             "from-two": PER_REPLICA,
         }, url
+
+
+def test_two_gateway_replicas_share_one_analytics_file(gateways: Gateways, tmp_path: Path) -> None:
+    shared = tmp_path / "shared" / "analytics.sqlite3"
+    env = {"SHARED_OLLAMA_ANALYTICS_PATH": str(shared)}
+    one, _ = gateways.start(tmp_path / "one", "shared-one", **env)
+    two, _ = gateways.start(tmp_path / "two", "shared-two", **env)
+    _both_counted_by_each((one, two), "both replicas' requests in the shared file")
     for data_dir in ("one", "two"):
         assert not (tmp_path / data_dir / "analytics.sqlite3").exists(), "nothing in the replicas' own data dirs"
+
+
+def test_replicas_on_different_machines_share_analytics_through_redis(
+    gateways: Gateways, tmp_path: Path, redis_url: str
+) -> None:
+    """Files of their own (as on two machines), one Redis: each replica's analytics and usage count both."""
+    env = {"SHARED_OLLAMA_REDIS_URL": redis_url, "SHARED_OLLAMA_ANALYTICS_STREAM": f"analytics:{tmp_path.name}"}
+    one, _ = gateways.start(tmp_path / "one", "redis-one", **env)
+    two, _ = gateways.start(tmp_path / "two", "redis-two", **env)
+    _both_counted_by_each((one, two), "the other replica's requests, imported from the stream")
+    for data_dir in ("one", "two"):  # each file has every request once
+        assert sum(_count(tmp_path / data_dir / "analytics.sqlite3").values()) == 2 * PER_REPLICA
 
 
 _OTHER_WRITER = """

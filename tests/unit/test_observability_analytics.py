@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from shared_ollama.errors import InvalidRequest
-from shared_ollama.service.observability import analytics
+from shared_ollama.service.observability import analytics, analytics_rows
 from shared_ollama.service.observability.analytics import AnalyticsStore
 from shared_ollama.service.observability.records import RequestRecord
 
@@ -385,8 +385,8 @@ async def test_malformed_record_is_skipped_not_poisoning_the_batch(open_store: C
 )
 def test_a_records_row_is_what_its_columns_converters_make(fields: dict[str, Any]) -> None:
     record = rec(1, **fields)
-    converted = tuple(convert(getattr(record, name)) for name, _, convert in analytics.COLUMNS)
-    row = analytics._row(record)
+    converted = tuple(convert(getattr(record, name)) for name, _, convert in analytics_rows.COLUMNS)
+    row = analytics_rows.record_row(record)
     assert row == converted
     assert [type(v) for v in row] == [bool if type(v) is bool else type(c) for v, c in zip(row, converted, strict=True)]
 

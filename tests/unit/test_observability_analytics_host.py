@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from shared_ollama.service.observability import analytics, sqlite_db
+from shared_ollama.service.observability import analytics, analytics_rows, sqlite_db
 from shared_ollama.service.observability.analytics import AnalyticsStore
 from shared_ollama.service.observability.records import RequestRecord
 from shared_ollama.service.observability.usage import UsageQuery, usage
@@ -90,7 +90,7 @@ async def test_a_database_from_before_the_host_column_gets_it_on_open(
     tmp_path: Path, open_store: Callable[..., Any]
 ) -> None:
     path = tmp_path / "old.sqlite3"
-    old = [(name, kind) for name, kind, _ in analytics.COLUMNS if name != "host"]
+    old = [(name, kind) for name, kind, _ in analytics_rows.COLUMNS if name != "host"]
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE requests ({})".format(", ".join(f"{n} {k}" for n, k in old)))
     values = {name: 0 for name, _ in old} | {"ts": BASE, "request_id": "old", "tenant": "t", "model": "m"}
@@ -132,7 +132,7 @@ async def test_retention_deletes_in_short_transactions_until_done(
     await second.start()
     await second.close()
     assert rows(path, "SELECT request_id FROM requests") == [("new",)]
-    assert sum(s.startswith("DELETE") for s in statements) == 4, "2 + 2 + 2 + 1 rows"
+    assert sum(s.startswith("DELETE FROM requests") for s in statements) == 4, "2 + 2 + 2 + 1 rows"
 
 
 async def test_a_file_another_process_holds_locked_at_start_up_delays_retention_not_the_store(

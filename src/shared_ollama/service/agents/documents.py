@@ -11,7 +11,6 @@ see. Every sqlite call runs in the store's ``SqliteWorker`` thread; ``embed`` ru
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import math
 import struct
@@ -28,7 +27,7 @@ import pysqlite3.dbapi2 as sqlite3
 from shared_ollama.errors import BackendError, InvalidRequest
 from shared_ollama.service.agents.chunking import chunk_text
 from shared_ollama.service.agents.tooling import Hit
-from shared_ollama.service.observability.sqlite_db import open_database
+from shared_ollama.service.observability.sqlite_db import open_database, write_transaction
 from shared_ollama.service.observability.sqlite_worker import SqliteWorker
 
 JsonDict = dict[str, Any]
@@ -227,15 +226,8 @@ class Documents:
 
     @staticmethod
     def _transaction(conn: sqlite3.Connection, work: Callable[[], Any]) -> Any:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = work()
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        return result
+        with write_transaction(conn):
+            return work()
 
     def _add(
         self,

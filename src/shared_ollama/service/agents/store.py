@@ -11,7 +11,6 @@ coding of a row) runs in the store's ``SqliteWorker`` thread.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sqlite3
 import time
@@ -23,6 +22,7 @@ from typing import Any
 import orjson
 
 from shared_ollama.errors import Conflict, InvalidRequest
+from shared_ollama.service.observability.sqlite_db import write_transaction
 from shared_ollama.service.observability.sqlite_worker import SqliteWorker
 
 log = logging.getLogger(__name__)
@@ -209,15 +209,9 @@ class AgentStore:
         return self._get(conn, tenant=tenant, name=name) if changed else None
 
     def _delete(self, conn: sqlite3.Connection, *, tenant: str, name: str) -> bool:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             deleted = conn.execute("DELETE FROM agents WHERE tenant = ? AND name = ?", (tenant, name)).rowcount
             conn.execute("DELETE FROM agent_runs WHERE tenant = ? AND agent = ?", (tenant, name))
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
         return deleted > 0
 
     def _add_run(self, conn: sqlite3.Connection, *, row: tuple[Any, ...], now: float) -> bool:

@@ -13,17 +13,22 @@ import logging
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
-from operator import attrgetter
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from shared_ollama.errors import InvalidRequest
+from shared_ollama.service.observability.analytics_rows import INSERT, SCHEMA, add_new_columns, record_row
+from shared_ollama.service.observability.analytics_share import (
+    SHARE_SCHEMA,
+    AnalyticsShare,
+    purge_shared,
+    queue_written,
+)
 from shared_ollama.service.observability.records import RequestRecord
-from shared_ollama.service.observability.sqlite_db import add_columns
+from shared_ollama.service.observability.sqlite_db import write_transaction
 from shared_ollama.service.observability.sqlite_worker import SqliteWorker, rows_as_dicts
 
 log = logging.getLogger(__name__)
@@ -48,52 +53,6 @@ GROUPS = MappingProxyType(
 TIME_GROUPS = frozenset({"hour", "minute"})
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else str(value)
-
-
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _flag(value: Any) -> int:
-    return 1 if value else 0
-
-
-# (column, SQL type, converter applied when a record becomes a row) — one column per RequestRecord field.
-COLUMNS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
-    ("ts", "REAL NOT NULL", float),
-    ("request_id", "TEXT NOT NULL", _text),
-    ("tenant", "TEXT NOT NULL", _text),
-    ("user", "TEXT", lambda value: None if value is None else str(value)),
-    ("surface", "TEXT NOT NULL", _text),
-    ("route", "TEXT NOT NULL", _text),
-    ("model", "TEXT NOT NULL", _text),
-    ("status", "INTEGER NOT NULL", int),
-    ("code", "TEXT NOT NULL", _text),
-    ("prompt_tokens", "INTEGER NOT NULL", int),
-    ("completion_tokens", "INTEGER NOT NULL", int),
-    ("queue_wait", "REAL NOT NULL", float),
-    ("ttft", "REAL", _opt_float),
-    ("latency", "REAL NOT NULL", float),
-    ("eval_seconds", "REAL NOT NULL", float),
-    ("load_seconds", "REAL NOT NULL", float),
-    ("engine_seconds", "REAL NOT NULL DEFAULT 0", float),
-    ("cache", "TEXT NOT NULL", _text),
-    ("stream", "INTEGER NOT NULL", _flag),
-    ("engine", "INTEGER NOT NULL", _flag),
-    ("host", "TEXT NOT NULL DEFAULT ''", _text),
-)
-
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS requests ({})".format(", ".join(f"{name} {kind}" for name, kind, _ in COLUMNS)),
-    "CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts)",
-    "CREATE INDEX IF NOT EXISTS requests_tenant_ts ON requests (tenant, ts)",
-)
-_INSERT = "INSERT INTO requests ({}) VALUES ({})".format(
-    ", ".join(name for name, _, _ in COLUMNS), ", ".join("?" for _ in COLUMNS)
-)
-
 AGGREGATES = (
     "requests",
     "errors",
@@ -116,26 +75,6 @@ _AGG_SQL = (
 )
 
 
-_FIELDS = attrgetter(*(name for name, _, _ in COLUMNS))
-_STORED: dict[str, type | tuple[type, ...]] = {
-    **dict.fromkeys(("ts", "queue_wait", "latency", "eval_seconds", "load_seconds", "engine_seconds"), float),
-    **dict.fromkeys(("request_id", "tenant", "surface", "route", "model", "code", "cache", "host"), str),
-    **dict.fromkeys(("status", "prompt_tokens", "completion_tokens"), int),
-    **dict.fromkeys(("stream", "engine"), bool),
-    "user": (str, type(None)),
-    "ttft": (float, type(None)),
-}
-_AS_STORED = tuple(_STORED[name] for name, _, _ in COLUMNS)
-"""Per column, the types its converter passes through unchanged (a flag as ``bool``: SQLite stores it as 1 or 0)."""
-
-
-def _row(rec: RequestRecord) -> tuple[Any, ...]:
-    values = _FIELDS(rec)
-    if all(map(isinstance, values, _AS_STORED)):  # the usual record: every field already as it is stored
-        return tuple(values)
-    return tuple(convert(value) for value, (_, _, convert) in zip(values, COLUMNS, strict=True))
-
-
 def _aggregates(values: tuple[Any, ...]) -> dict[str, Any]:
     return {
         name: int(value) if i < _INT_AGGREGATES else round(float(value), 3)
@@ -145,11 +84,6 @@ def _aggregates(values: tuple[Any, ...]) -> dict[str, Any]:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _add_new_columns(conn: sqlite3.Connection) -> None:
-    """A database of an older version gets the columns added since (empty for its old rows)."""
-    add_columns(conn, "requests", [(name, kind) for name, kind, _ in COLUMNS])
 
 
 class AnalyticsStore:
@@ -163,6 +97,7 @@ class AnalyticsStore:
         flush_interval: float = 0.5,
         batch_size: int = 500,
         max_pending: int = 100_000,
+        share: AnalyticsShare | None = None,
     ) -> None:
         if retention_days <= 0 or flush_interval <= 0 or batch_size < 1 or max_pending < 1:
             raise ValueError("retention_days and flush_interval must be > 0, batch_size and max_pending >= 1")
@@ -178,7 +113,10 @@ class AnalyticsStore:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._worker = SqliteWorker(self.path, _SCHEMA, wal=True, migrate=_add_new_columns, name="analytics store")
+        self.share = share
+        """With Redis: the rows written here published, and other replicas' rows imported (``analytics_share``)."""
+        schema = SCHEMA + SHARE_SCHEMA
+        self._worker = SqliteWorker(self.path, schema, wal=True, migrate=add_new_columns, name="analytics store")
         self._task: asyncio.Task[None] | None = None
 
     # --- lifecycle
@@ -196,6 +134,8 @@ class AnalyticsStore:
                 with contextlib.suppress(Exception):
                     await self._worker.close()
                 raise
+        if self.share is not None:
+            await self.share.start(self._worker.run)
         self._task = asyncio.create_task(self._writer(), name="analytics-writer")
 
     async def close(self) -> None:
@@ -215,8 +155,12 @@ class AnalyticsStore:
         except Exception:
             log.error("analytics: %d records could not be written before close", len(self._pending))
         finally:
-            with contextlib.suppress(Exception):
-                await self._worker.close()
+            try:
+                if self.share is not None:
+                    await self.share.close()  # publishing what is queued, bounded (the rest stays in the file)
+            finally:
+                with contextlib.suppress(Exception):
+                    await self._worker.close()
 
     # --- recording
 
@@ -260,6 +204,8 @@ class AnalyticsStore:
         written, bad = future.result()
         self._written += written
         self._dropped += bad
+        if self.share is not None and written:
+            self.share.written()
 
     async def _writer(self) -> None:
         last_retention = time.monotonic()
@@ -314,12 +260,13 @@ class AnalyticsStore:
         return await self._worker.run(partial(self._errors, limit=limit, tenant=tenant))
 
     def stats(self) -> dict[str, Any]:
+        shared = {"shared": self.share.stats()} if self.share is not None else {}
         return {
             "pending": len(self._pending),
             "written": self._written,
             "dropped": self._dropped,
             "path": str(self.path),
-        }
+        } | shared
 
     # --- the writer thread (everything below runs there, never on the event loop)
 
@@ -329,21 +276,18 @@ class AnalyticsStore:
         bad = 0
         for rec in batch:
             try:
-                rows.append(_row(rec))
+                rows.append(record_row(rec))
             except Exception:
                 bad += 1
         if bad:
             log.warning("analytics: skipped %d malformed records", bad)
         if not rows:
             return 0, bad
-        conn.execute("BEGIN IMMEDIATE")  # the write lock at once (waiting out another writer's, up to the timeout)
-        try:
-            conn.executemany(_INSERT, rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
+        with write_transaction(conn):  # the write lock at once (waiting out another writer's, up to the timeout)
+            before = conn.execute("SELECT IFNULL(MAX(rowid), 0) FROM requests").fetchone()[0]
+            conn.executemany(INSERT, rows)
+            if self.share is not None:  # queued for the other replicas in the same transaction: never lost
+                queue_written(conn, after=before)
         return len(rows), bad
 
     def _purge(self, conn: sqlite3.Connection, *, now: float) -> int:
@@ -351,6 +295,7 @@ class AnalyticsStore:
         sql = "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests WHERE ts < ? LIMIT ?)"
         total = 0
         try:
+            purge_shared(conn, before=now - self.retention_days * 86400)  # first: it finds its rows by their time
             for _ in range(100_000):
                 deleted = conn.execute(sql, (now - self.retention_days * 86400, PURGE_CHUNK)).rowcount
                 total += max(deleted, 0)

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 BUSY_TIMEOUT = 10.0
 """Seconds a statement waits for another connection's lock before failing."""
@@ -42,6 +43,21 @@ def open_database(
     return conn
 
 
+@contextlib.contextmanager
+def write_transaction(conn: Any) -> Iterator[Any]:
+    """One write transaction on an autocommit connection: the write lock taken at once (``BEGIN IMMEDIATE``,
+    waiting out another connection's up to the busy timeout), committed when the block ends, rolled back if it
+    raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):  # the standard library's sqlite3 or pysqlite3's: the first error matters
+            conn.execute("ROLLBACK")
+        raise
+
+
 def add_columns(conn: sqlite3.Connection, table: str, columns: Iterable[tuple[str, str]]) -> None:
     """Add to ``table`` the ``(name, SQL type)`` columns it lacks (a database of an older version). The change
     is made in one write transaction that looks again first, so two processes opening the file at once (two
@@ -54,12 +70,6 @@ def add_columns(conn: sqlite3.Connection, table: str, columns: Iterable[tuple[st
 
     if not missing():
         return  # the usual case: no transaction at all
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         for name, kind in missing():
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
-        conn.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise

@@ -1,0 +1,333 @@
+"""Analytics shared by gateway replicas on different machines, through one Redis stream.
+
+Replicas on one machine may share one SQLite file (``analytics_path``); replicas on different machines cannot (SQLite
+over a network file system is not safe). So with ``redis_url`` every analytics store also publishes the rows it
+writes to the stream ``analytics_stream`` (trimmed to about ``analytics_stream_records`` entries), and a follower
+task writes the rows other stores published into its own file. Every replica's ``/api/v1/analytics`` and
+``/api/v1/usage`` then count every replica's requests (another's a flush interval and a read later).
+
+- **Nothing is lost to a stop or to Redis being down.** A row written here is queued for publishing in the file, in
+  the transaction that writes it (table ``analytics_outbox``); the publisher sends the queue in order and removes
+  what Redis took. Rows written while Redis is down, or before a stop or a crash, go out once it is back.
+- **Nothing is counted twice.** An entry carries its store's id and its queue number, a key that never changes: an
+  entry sent twice (an answer lost after Redis took it) or read by two replicas on one file is imported once
+  (table ``analytics_imported``, in the transaction that inserts the row).
+- A store's id lives in its file (table ``analytics_meta``): replicas sharing a file publish under one id and never
+  import each other's rows (the file has them already).
+- A follower resumes after the last entry its file read (kept in ``analytics_meta`` per stream), or reads the stream
+  from its start for a new file: the history the stream still holds. Rows written before sharing was switched on
+  are not published.
+- Requests never wait for Redis; a bad entry is counted (``malformed``) and skipped, never stops the follower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import uuid
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared_ollama.service.observability.analytics_rows import INSERT, NAMES, mapped_row, row_mapping
+from shared_ollama.service.observability.sqlite_db import write_transaction
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SHARE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS analytics_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS analytics_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, row INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS analytics_imported "
+    "(origin TEXT NOT NULL, ref INTEGER NOT NULL, ts REAL NOT NULL, PRIMARY KEY (origin, ref)) WITHOUT ROWID",
+)
+"""The tables sharing needs in an analytics file (in every file: empty without Redis)."""
+
+Entry = tuple[str, str, int, tuple[Any, ...]]
+"""A stream entry as imported: its id (``<ms>-<seq>``), the publishing store's id, its queue number, the row."""
+Run = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
+
+
+def _position(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+# --- in the analytics store's SQLite thread
+
+
+def store_identity(conn: sqlite3.Connection, *, stream: str) -> tuple[str, str]:
+    """The file's store id (made on first use; a plain read after that) and where its follower of ``stream``
+    resumes."""
+    found = conn.execute("SELECT value FROM analytics_meta WHERE key = 'store_id'").fetchone()
+    if found is None:
+        conn.execute("INSERT OR IGNORE INTO analytics_meta (key, value) VALUES ('store_id', ?)", (uuid.uuid4().hex,))
+        found = conn.execute("SELECT value FROM analytics_meta WHERE key = 'store_id'").fetchone()
+    return str(found[0]), read_position(conn, stream=stream)
+
+
+def read_position(conn: sqlite3.Connection, *, stream: str) -> str:
+    found = conn.execute("SELECT value FROM analytics_meta WHERE key = ?", (f"read:{stream}",)).fetchone()
+    return str(found[0]) if found else "0-0"
+
+
+def queue_written(conn: sqlite3.Connection, *, after: int) -> None:
+    """Queue for publishing the rows just written (rowid above ``after``), inside their write transaction."""
+    conn.execute(
+        "INSERT INTO analytics_outbox (row) SELECT rowid FROM requests WHERE rowid > ? ORDER BY rowid", (after,)
+    )
+
+
+def outbox_batch(conn: sqlite3.Connection, *, limit: int) -> list[tuple[int, tuple[Any, ...]]]:
+    """The next rows to publish, oldest first: (queue number, row)."""
+    columns = ", ".join(f"r.{name}" for name in NAMES)
+    cursor = conn.execute(
+        f"SELECT o.id, {columns} FROM analytics_outbox o JOIN requests r ON r.rowid = o.row ORDER BY o.id LIMIT ?",
+        (limit,),
+    )
+    return [(int(number), tuple(row)) for number, *row in cursor]
+
+
+def outbox_sent(conn: sqlite3.Connection, *, upto: int) -> None:
+    conn.execute("DELETE FROM analytics_outbox WHERE id <= ?", (upto,))
+
+
+def outbox_size(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM analytics_outbox").fetchone()[0])
+
+
+def import_rows(conn: sqlite3.Connection, *, entries: list[Entry], stream: str, last: str) -> int:
+    """Insert each entry's row unless this file has it already, and note ``last`` as read; one transaction. Entries
+    another follower on this file already read are left out before the lock is taken. Returns rows inserted."""
+    done = _position(read_position(conn, stream=stream))
+    todo = [entry for entry in entries if _position(entry[0]) > done]
+    if not todo and _position(last) <= done:
+        return 0
+    inserted = 0
+    with write_transaction(conn):
+        for _, origin, ref, row in todo:
+            mark = "INSERT OR IGNORE INTO analytics_imported (origin, ref, ts) VALUES (?, ?, ?)"
+            if conn.execute(mark, (origin, ref, row[0])).rowcount == 1:
+                conn.execute(INSERT, row)
+                inserted += 1
+        if _position(last) > _position(read_position(conn, stream=stream)):
+            conn.execute(
+                "INSERT INTO analytics_meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (f"read:{stream}", last),
+            )
+    return inserted
+
+
+def purge_shared(conn: sqlite3.Connection, *, before: float) -> None:
+    """With the rows past retention: their import marks, and queued rows that never went out."""
+    conn.execute("DELETE FROM analytics_imported WHERE ts < ?", (before,))
+    conn.execute("DELETE FROM analytics_outbox WHERE row IN (SELECT rowid FROM requests WHERE ts < ?)", (before,))
+
+
+# --- on the event loop
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _stream_entries(answer: Any) -> list[tuple[Any, Any]]:
+    """XREAD's entries for one stream, whichever reply shape the connection gives (a list of [name, entries]
+    pairs, or a mapping of names to entries)."""
+    if not answer:
+        return []
+    if isinstance(answer, dict):
+        return list(next(iter(answer.values())) or [])
+    return list(answer[0][1] or [])
+
+
+def _field(fields: Any, name: str) -> Any:
+    return fields.get(name.encode(), fields.get(name)) if isinstance(fields, dict) else None
+
+
+class AnalyticsShare:
+    """Publishes this store's rows to the stream and imports the other stores' rows from it."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream: str,
+        max_records: int,
+        batch: int = 500,
+        block_ms: int = 1000,
+        retry: float = 1.0,
+        drain: float = 5.0,
+    ) -> None:
+        self.stream = stream
+        self.max_records = max_records
+        self.batch = batch
+        self.block_ms = block_ms
+        self.retry = retry
+        self.drain = drain
+        """Seconds ``close`` spends publishing what is queued (the rest goes out after the next start)."""
+        # A read blocks up to block_ms: the socket waits longer than that before it counts as broken.
+        self._client = Redis.from_url(url, socket_connect_timeout=5.0, socket_timeout=block_ms / 1000 + 5.0)
+        self.store_id = ""
+        self.position = "0-0"
+        self._run: Run[Any] | None = None
+        self._ready = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._counts = {"published": 0, "read": 0, "imported": 0, "malformed": 0}
+        self._failing: dict[str, bool] = {}
+
+    async def start(self, run: Run[Any]) -> None:
+        """Begin, with ``run`` running a function on the store's SQLite connection in its thread."""
+        self._run = run
+        self._tasks = [
+            asyncio.create_task(self._publish_loop(), name="analytics-publisher"),
+            asyncio.create_task(self._follow_loop(), name="analytics-follower"),
+        ]
+
+    def written(self) -> None:
+        """Rows were written (and queued): publish them soon. Never blocks, never raises."""
+        self._wake.set()
+
+    async def backlog(self) -> int:
+        """Rows written here that Redis has not taken yet."""
+        assert self._run is not None
+        return int(await self._run(outbox_size))
+
+    async def close(self) -> None:
+        """Stop importing; publish what is queued for at most ``drain`` seconds (the rest stays queued in the file);
+        close the connection. A cancellation of the caller is never swallowed."""
+        self._closing.set()
+        self._wake.set()
+        try:
+            follower = self._tasks[1] if len(self._tasks) == 2 else None
+            if follower is not None:
+                follower.cancel()
+                await asyncio.wait({follower})
+            publisher = self._tasks[0] if self._tasks else None
+            if publisher is not None:
+                done, _ = await asyncio.wait({publisher}, timeout=self.drain)
+                if not done:
+                    publisher.cancel()
+                    await asyncio.wait({publisher})
+                    log.warning("analytics: publishing to Redis unfinished at close; the rest goes out after a start")
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await self._client.aclose()
+
+    def stats(self) -> dict[str, Any]:
+        return {"store": self.store_id, "stream": self.stream, "position": self.position, **self._counts}
+
+    # --- both loops
+
+    async def _identify(self) -> None:
+        """The store's id and the follower's position, read once (retried while the file is busy)."""
+        while not self._ready.is_set():
+            assert self._run is not None
+            try:
+                self.store_id, self.position = await self._run(partial(store_identity, stream=self.stream))
+                self._ready.set()
+            except sqlite3.Error as exc:
+                self._note("identify", exc)
+                await self._pause()
+                if self._closing.is_set():
+                    raise asyncio.CancelledError from exc
+
+    async def _pause(self) -> None:
+        """``retry`` seconds, or less when closing. (``asyncio.timeout``, not ``wait_for``: on Python 3.11 a
+        ``wait_for`` whose inner wait is already done swallows the task's cancellation.)"""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.retry):
+                await self._closing.wait()
+
+    def _note(self, what: str, error: BaseException | None) -> None:
+        """Log the start and the end of a run of failures, not every retry."""
+        failing = self._failing.get(what, False)
+        if error is not None and not failing:
+            log.warning("analytics: sharing (%s) failed: %r; retrying every %g s", what, error, self.retry)
+        elif error is None and failing:
+            log.info("analytics: sharing (%s) works again", what)
+        self._failing[what] = error is not None
+
+    # --- publishing
+
+    async def _publish_loop(self) -> None:
+        await self._identify()
+        while True:
+            try:
+                sent = await self._publish_some()
+            except Exception as exc:  # Redis or the file: the rows stay queued; try again later
+                self._note("publish", exc)
+                if self._closing.is_set():
+                    return
+                await self._pause()
+                continue
+            self._note("publish", None)
+            if sent:
+                continue
+            if self._closing.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.retry * 10):  # also a safety net for a missed wake-up
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def _publish_some(self) -> int:
+        assert self._run is not None
+        queued = await self._run(partial(outbox_batch, limit=self.batch))
+        if not queued:
+            return 0
+        pipe = self._client.pipeline(transaction=False)
+        for number, row in queued:
+            fields = {"s": self.store_id, "o": number, "r": orjson.dumps(row_mapping(row))}
+            pipe.xadd(self.stream, fields, maxlen=self.max_records, approximate=True)  # type: ignore[arg-type]
+        await pipe.execute()
+        await self._run(partial(outbox_sent, upto=queued[-1][0]))
+        self._counts["published"] += len(queued)
+        return len(queued)
+
+    # --- importing
+
+    async def _follow_loop(self) -> None:
+        await self._identify()
+        while not self._closing.is_set():
+            try:
+                await self._follow_once()
+            except Exception as exc:  # Redis or the file: the position stays; read again later
+                self._note("follow", exc)
+                await self._pause()
+            else:
+                self._note("follow", None)
+
+    async def _follow_once(self) -> None:
+        """One read of the stream after the position; the other stores' rows written, then the position moved."""
+        answer = await self._client.xread({self.stream: self.position}, count=self.batch, block=self.block_ms)
+        raw = _stream_entries(answer)
+        if not raw:
+            return
+        self._counts["read"] += len(raw)
+        entries: list[Entry] = []
+        for raw_id, fields in raw:
+            entry_id = _text(raw_id)
+            origin = _text(_field(fields, "s") or "")
+            if origin == self.store_id:
+                continue  # this file's own rows
+            try:
+                ref = int(_text(_field(fields, "o")))
+                entries.append((entry_id, origin, ref, mapped_row(orjson.loads(_field(fields, "r") or b""))))
+            except (ValueError, TypeError, AttributeError, OverflowError):
+                self._counts["malformed"] += 1
+        last = _text(raw[-1][0])
+        assert self._run is not None
+        self._counts["imported"] += await self._run(
+            partial(import_rows, entries=entries, stream=self.stream, last=last)
+        )
+        self.position = last
