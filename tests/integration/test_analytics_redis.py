@@ -18,7 +18,8 @@ import pytest
 from redis.asyncio import Redis
 
 from shared_ollama.service.observability.analytics import AnalyticsStore
-from shared_ollama.service.observability.analytics_share import AnalyticsShare, store_identity
+from shared_ollama.service.observability.analytics_share import AnalyticsShare
+from shared_ollama.service.observability.analytics_share_db import store_identity
 from shared_ollama.service.observability.records import RequestRecord
 from tests.support.processes import free_port
 
@@ -54,9 +55,9 @@ class Replicas:
         self.stream = f"test-analytics:{uuid.uuid4().hex}"
         self.stack = stack
 
-    async def store(self, path: Path, url: str | None = None) -> AnalyticsStore:
+    async def store(self, path: Path, url: str | None = None, flush_interval: float = 0.05) -> AnalyticsStore:
         share = AnalyticsShare(url or self.url, stream=self.stream, max_records=10_000, block_ms=100, retry=0.1)
-        store = AnalyticsStore(path, flush_interval=0.05, share=share)
+        store = AnalyticsStore(path, flush_interval=flush_interval, share=share)
         await store.start()
         self.stack.push_async_callback(store.close)
         return store
@@ -164,17 +165,20 @@ async def test_malformed_entries_are_counted_and_skipped(redis_url: str, tmp_pat
                 b'{"ts": "soon", "request_id": "x"}',
                 b'{"ts": "nan", "request_id": "x"}',  # NaN: SQLite would store NULL and refuse the whole batch
                 b'{"ts": 1e9, "request_id": "x", "status": 1e30}',  # beyond SQLite's integers
+                b"[1]",
+                b'"x"',
             ]
             for number, row in enumerate(bad):
                 await client.xadd(group.stream, {"s": "elsewhere", "o": number, "r": row})
             await client.xadd(group.stream, {"s": "elsewhere", "r": b'{"ts": 1e9, "request_id": "no-number"}'})
+            await client.xadd(group.stream, {"s": "elsewhere", "o": "1" * 30, "r": b'{"ts": 1e9, "request_id": "big"}'})
             fine = b'{"ts": 1e9, "request_id": "fine", "tenant": "t"}'
             await client.xadd(group.stream, {"s": "elsewhere", "o": 99, "r": fine})
             await client.xadd(group.stream, {"s": "elsewhere", "o": 99, "r": fine})  # sent again: imported once
         finally:
             await client.aclose()
         await group.caught_up(reader)
-        assert reader.share is not None and reader.share.stats()["malformed"] == 6
+        assert reader.share is not None and reader.share.stats()["malformed"] == 9
         assert [row[0] for row in _rows(reader.path)] == ["fine"]
 
 
@@ -194,3 +198,14 @@ async def test_rows_written_while_redis_is_unreachable_go_out_after_a_restart(re
         again = await group.store(path)  # started again, Redis reachable
         await group.caught_up(again, other)
         assert _rows(other.path) == sorted((f"r-{i}", "t") for i in range(12))
+
+
+async def test_a_stop_publishes_what_it_writes_last(redis_url: str, tmp_path: Path) -> None:
+    async with replicas(redis_url) as group:
+        other = await group.store(tmp_path / "other" / "analytics.sqlite3")
+        leaving = await group.store(tmp_path / "leaving" / "analytics.sqlite3", flush_interval=3600)
+        for i in range(9):
+            leaving.add(_record(f"last-{i}", "t"))  # written only by the close: its final flush, then the drain
+        await leaving.close()
+        await _until(lambda: len(_rows(other.path)) == 9, "the rows a stopping replica wrote last, at the other")
+        assert _rows(other.path) == sorted((f"last-{i}", "t") for i in range(9))

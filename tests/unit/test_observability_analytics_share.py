@@ -6,10 +6,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import orjson
 import pytest
 
-from shared_ollama.service.observability.analytics_rows import INSERT, NAMES, SCHEMA, mapped_row, record_row
-from shared_ollama.service.observability.analytics_share import (
+from shared_ollama.service.observability.analytics_rows import NAMES, SCHEMA, mapped_row, record_row
+from shared_ollama.service.observability.analytics_share import stream_entries
+from shared_ollama.service.observability.analytics_share_db import (
     SHARE_SCHEMA,
     import_rows,
     outbox_batch,
@@ -62,34 +64,63 @@ def test_each_entry_is_imported_once_and_the_read_position_is_kept(tmp_path: Pat
     store_id, position = store_identity(conn, stream="s")
     assert position == "0-0" and store_identity(conn, stream="s") == (store_id, "0-0")  # the id is kept
     row = mapped_row({"ts": 1.0, "request_id": "a"})
-    assert import_rows(conn, entries=[("10-0", "x", 1, row), ("10-1", "x", 2, row)], stream="s", last="10-1") == 2
+    assert import_rows(conn, entries=[("10-0", "x", 1, row), ("10-1", "x", 2, row)], stream="s", last="10-1") == (2, 0)
     # the same row sent again under a new entry id, and an entry this file's follower already read: both skipped
     again = [("10-1", "x", 3, row), ("11-0", "x", 2, row), ("12-0", "y", 2, row)]
-    assert import_rows(conn, entries=again, stream="s", last="12-0") == 1
+    assert import_rows(conn, entries=again, stream="s", last="12-0") == (1, 0)
     assert conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 3
     assert store_identity(conn, stream="s")[1] == "12-0" and store_identity(conn, stream="t")[1] == "0-0"
-    assert import_rows(conn, entries=[], stream="s", last="13-5") == 0  # only its own rows read: the position moves
+    assert import_rows(conn, entries=[], stream="s", last="13-5") == (0, 0)  # only its own rows read: it moves on
     assert read_position(conn, stream="s") == "13-5"
+
+
+def test_an_entry_the_file_refuses_is_skipped_alone(tmp_path: Path) -> None:
+    conn = _open(tmp_path)
+    row = mapped_row({"ts": 1.0, "request_id": "a"})
+    entries = [("1-0", "x", 1, row), ("2-0", "x", 2**70, row), ("3-0", "x", 3, row)]  # a queue number SQLite refuses
+    assert import_rows(conn, entries=entries, stream="s", last="3-0") == (2, 1)
+    assert read_position(conn, stream="s") == "3-0"
+
+
+def test_a_file_made_on_another_host_gets_an_id_of_its_own(tmp_path: Path) -> None:
+    conn = _open(tmp_path)
+    here = store_identity(conn, stream="s", host="a")[0]
+    assert store_identity(conn, stream="s", host="a")[0] == here  # replicas on one machine: one id
+    assert store_identity(conn, stream="s", host="b")[0] != here  # the volume copied to another machine
 
 
 def test_rows_written_are_queued_in_order_until_sent(tmp_path: Path) -> None:
     conn = _open(tmp_path)
-    conn.executemany(
-        INSERT, [record_row(RequestRecord(ts=float(i), request_id=f"r{i}", surface="o", route="/")) for i in range(3)]
-    )
-    queue_written(conn, after=1)  # rows 2 and 3 were just written
+    rows = [record_row(RequestRecord(ts=float(i), request_id=f"r{i}", surface="o", route="/")) for i in range(3)]
+    queue_written(conn, rows)
     queued = outbox_batch(conn, limit=10)
-    assert [row[1] for _, row in queued] == ["r1", "r2"]
-    outbox_sent(conn, upto=queued[0][0])
-    assert [row[1] for _, row in outbox_batch(conn, limit=10)] == ["r2"] and outbox_size(conn) == 1
+    assert [orjson.loads(body)["request_id"] for _, body in queued] == ["r0", "r1", "r2"]
+    outbox_sent(conn, upto=queued[1][0])
+    assert [orjson.loads(body)["request_id"] for _, body in outbox_batch(conn, limit=10)] == ["r2"]
+    assert outbox_size(conn) == 1
 
 
 def test_retention_forgets_import_marks_and_queued_rows_past_it(tmp_path: Path) -> None:
     conn = _open(tmp_path)
     old, new = mapped_row({"ts": 1.0, "request_id": "old"}), mapped_row({"ts": 100.0, "request_id": "new"})
     import_rows(conn, entries=[("1-0", "x", 1, old), ("2-0", "x", 2, new)], stream="s", last="2-0")
-    conn.execute(INSERT, old)
-    queue_written(conn, after=2)
+    queue_written(conn, [old, new])
     purge_shared(conn, before=50.0)
     assert conn.execute("SELECT ref FROM analytics_imported").fetchall() == [(2,)]
-    assert outbox_size(conn) == 0
+    assert [orjson.loads(body)["request_id"] for _, body in outbox_batch(conn, limit=10)] == ["new"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "ids"),
+    [
+        ([[b"s", [(b"1-0", {b"s": b"x"}), (b"2-0", {})]]], ["1-0", "2-0"]),  # RESP2
+        ({b"s": [[(b"1-0", {b"s": b"x"}), (b"2-0", {})]]}, ["1-0", "2-0"]),  # RESP3, legacy replies
+        ({"s": [["1-0", {"s": "x"}], ["2-0", {}]]}, ["1-0", "2-0"]),  # RESP3, decoded
+        ({b"s": [[(b"1-0", {})]]}, ["1-0"]),
+        ([], []),
+        (None, []),
+    ],
+)
+def test_stream_entries_come_out_of_every_reply_shape(answer: object, ids: list[str]) -> None:
+    entries = stream_entries(answer)
+    assert [e[0].decode() if isinstance(e[0], bytes) else e[0] for e in entries] == ids

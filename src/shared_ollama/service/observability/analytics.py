@@ -21,12 +21,8 @@ from typing import Any
 
 from shared_ollama.errors import InvalidRequest
 from shared_ollama.service.observability.analytics_rows import INSERT, SCHEMA, add_new_columns, record_row
-from shared_ollama.service.observability.analytics_share import (
-    SHARE_SCHEMA,
-    AnalyticsShare,
-    purge_shared,
-    queue_written,
-)
+from shared_ollama.service.observability.analytics_share import AnalyticsShare
+from shared_ollama.service.observability.analytics_share_db import SHARE_SCHEMA, purge_shared, queue_written
 from shared_ollama.service.observability.records import RequestRecord
 from shared_ollama.service.observability.sqlite_db import write_transaction
 from shared_ollama.service.observability.sqlite_worker import SqliteWorker, rows_as_dicts
@@ -143,18 +139,18 @@ class AnalyticsStore:
         if self._closed:
             return
         self._closed = True
-        if self._task is not None:
-            self._stop.set()
-            self._wake.set()
-            await self._task
-            self._task = None
-        if not self._worker.running:
-            return
         try:
-            await self.flush()
-        except Exception:
-            log.error("analytics: %d records could not be written before close", len(self._pending))
-        finally:
+            if self._task is not None:
+                self._stop.set()
+                self._wake.set()
+                await self._task
+                self._task = None
+            if self._worker.running:
+                try:
+                    await self.flush()
+                except Exception:
+                    log.error("analytics: %d records could not be written before close", len(self._pending))
+        finally:  # even when the close itself is cancelled: no task, connection or thread left behind
             try:
                 if self.share is not None:
                     await self.share.close()  # publishing what is queued, bounded (the rest stays in the file)
@@ -284,10 +280,9 @@ class AnalyticsStore:
         if not rows:
             return 0, bad
         with write_transaction(conn):  # the write lock at once (waiting out another writer's, up to the timeout)
-            before = conn.execute("SELECT IFNULL(MAX(rowid), 0) FROM requests").fetchone()[0]
             conn.executemany(INSERT, rows)
             if self.share is not None:  # queued for the other replicas in the same transaction: never lost
-                queue_written(conn, after=before)
+                queue_written(conn, rows)
         return len(rows), bad
 
     def _purge(self, conn: sqlite3.Connection, *, now: float) -> int:

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -35,100 +34,20 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared_ollama.service.observability.analytics_rows import INSERT, NAMES, mapped_row, row_mapping
-from shared_ollama.service.observability.sqlite_db import write_transaction
+from shared_ollama.service.observability.analytics_rows import mapped_row
+from shared_ollama.service.observability.analytics_share_db import (
+    Entry,
+    import_rows,
+    outbox_batch,
+    outbox_sent,
+    outbox_size,
+    store_identity,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-SHARE_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS analytics_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS analytics_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, row INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS analytics_imported "
-    "(origin TEXT NOT NULL, ref INTEGER NOT NULL, ts REAL NOT NULL, PRIMARY KEY (origin, ref)) WITHOUT ROWID",
-)
-"""The tables sharing needs in an analytics file (in every file: empty without Redis)."""
-
-Entry = tuple[str, str, int, tuple[Any, ...]]
-"""A stream entry as imported: its id (``<ms>-<seq>``), the publishing store's id, its queue number, the row."""
 Run = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
-
-
-def _position(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-# --- in the analytics store's SQLite thread
-
-
-def store_identity(conn: sqlite3.Connection, *, stream: str) -> tuple[str, str]:
-    """The file's store id (made on first use; a plain read after that) and where its follower of ``stream``
-    resumes."""
-    found = conn.execute("SELECT value FROM analytics_meta WHERE key = 'store_id'").fetchone()
-    if found is None:
-        conn.execute("INSERT OR IGNORE INTO analytics_meta (key, value) VALUES ('store_id', ?)", (uuid.uuid4().hex,))
-        found = conn.execute("SELECT value FROM analytics_meta WHERE key = 'store_id'").fetchone()
-    return str(found[0]), read_position(conn, stream=stream)
-
-
-def read_position(conn: sqlite3.Connection, *, stream: str) -> str:
-    found = conn.execute("SELECT value FROM analytics_meta WHERE key = ?", (f"read:{stream}",)).fetchone()
-    return str(found[0]) if found else "0-0"
-
-
-def queue_written(conn: sqlite3.Connection, *, after: int) -> None:
-    """Queue for publishing the rows just written (rowid above ``after``), inside their write transaction."""
-    conn.execute(
-        "INSERT INTO analytics_outbox (row) SELECT rowid FROM requests WHERE rowid > ? ORDER BY rowid", (after,)
-    )
-
-
-def outbox_batch(conn: sqlite3.Connection, *, limit: int) -> list[tuple[int, tuple[Any, ...]]]:
-    """The next rows to publish, oldest first: (queue number, row)."""
-    columns = ", ".join(f"r.{name}" for name in NAMES)
-    cursor = conn.execute(
-        f"SELECT o.id, {columns} FROM analytics_outbox o JOIN requests r ON r.rowid = o.row ORDER BY o.id LIMIT ?",
-        (limit,),
-    )
-    return [(int(number), tuple(row)) for number, *row in cursor]
-
-
-def outbox_sent(conn: sqlite3.Connection, *, upto: int) -> None:
-    conn.execute("DELETE FROM analytics_outbox WHERE id <= ?", (upto,))
-
-
-def outbox_size(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT COUNT(*) FROM analytics_outbox").fetchone()[0])
-
-
-def import_rows(conn: sqlite3.Connection, *, entries: list[Entry], stream: str, last: str) -> int:
-    """Insert each entry's row unless this file has it already, and note ``last`` as read; one transaction. Entries
-    another follower on this file already read are left out before the lock is taken. Returns rows inserted."""
-    done = _position(read_position(conn, stream=stream))
-    todo = [entry for entry in entries if _position(entry[0]) > done]
-    if not todo and _position(last) <= done:
-        return 0
-    inserted = 0
-    with write_transaction(conn):
-        for _, origin, ref, row in todo:
-            mark = "INSERT OR IGNORE INTO analytics_imported (origin, ref, ts) VALUES (?, ?, ?)"
-            if conn.execute(mark, (origin, ref, row[0])).rowcount == 1:
-                conn.execute(INSERT, row)
-                inserted += 1
-        if _position(last) > _position(read_position(conn, stream=stream)):
-            conn.execute(
-                "INSERT INTO analytics_meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (f"read:{stream}", last),
-            )
-    return inserted
-
-
-def purge_shared(conn: sqlite3.Connection, *, before: float) -> None:
-    """With the rows past retention: their import marks, and queued rows that never went out."""
-    conn.execute("DELETE FROM analytics_imported WHERE ts < ?", (before,))
-    conn.execute("DELETE FROM analytics_outbox WHERE row IN (SELECT rowid FROM requests WHERE ts < ?)", (before,))
+_INT_LIMIT = 2**63
 
 
 # --- on the event loop
@@ -138,14 +57,20 @@ def _text(value: object) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def _stream_entries(answer: Any) -> list[tuple[Any, Any]]:
-    """XREAD's entries for one stream, whichever reply shape the connection gives (a list of [name, entries]
-    pairs, or a mapping of names to entries)."""
+def stream_entries(answer: Any) -> list[Any]:
+    """XREAD's entries for one stream, whichever reply shape the connection gives: RESP2's list of ``[name,
+    entries]`` pairs, or RESP3's mapping of names to entries (with legacy replies, to a list holding them)."""
     if not answer:
         return []
-    if isinstance(answer, dict):
-        return list(next(iter(answer.values())) or [])
-    return list(answer[0][1] or [])
+    entries = next(iter(answer.values())) if isinstance(answer, dict) else answer[0][1]
+    entries = list(entries or [])
+    if len(entries) == 1 and isinstance(entries[0], list) and not _is_entry(entries[0]):
+        entries = list(entries[0])
+    return entries
+
+
+def _is_entry(item: Any) -> bool:
+    return isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], bytes | str)
 
 
 def _field(fields: Any, name: str) -> Any:
@@ -220,6 +145,8 @@ class AnalyticsShare:
                     await asyncio.wait({publisher})
                     log.warning("analytics: publishing to Redis unfinished at close; the rest goes out after a start")
         finally:
+            for task in self._tasks:  # a close cancelled on the way still leaves no task behind
+                task.cancel()
             with contextlib.suppress(RedisError, OSError):
                 await self._client.aclose()
 
@@ -235,11 +162,12 @@ class AnalyticsShare:
             try:
                 self.store_id, self.position = await self._run(partial(store_identity, stream=self.stream))
                 self._ready.set()
-            except sqlite3.Error as exc:
+            except Exception as exc:  # the file busy past its timeout, say: rows stay queued meanwhile
                 self._note("identify", exc)
-                await self._pause()
                 if self._closing.is_set():
+                    log.warning("analytics: closed before the store's id could be read; its rows stay queued")
                     raise asyncio.CancelledError from exc
+                await self._pause()
 
     async def _pause(self) -> None:
         """``retry`` seconds, or less when closing. (``asyncio.timeout``, not ``wait_for``: on Python 3.11 a
@@ -286,8 +214,8 @@ class AnalyticsShare:
         if not queued:
             return 0
         pipe = self._client.pipeline(transaction=False)
-        for number, row in queued:
-            fields = {"s": self.store_id, "o": number, "r": orjson.dumps(row_mapping(row))}
+        for number, body in queued:
+            fields = {"s": self.store_id, "o": number, "r": body}
             pipe.xadd(self.stream, fields, maxlen=self.max_records, approximate=True)  # type: ignore[arg-type]
         await pipe.execute()
         await self._run(partial(outbox_sent, upto=queued[-1][0]))
@@ -310,24 +238,28 @@ class AnalyticsShare:
     async def _follow_once(self) -> None:
         """One read of the stream after the position; the other stores' rows written, then the position moved."""
         answer = await self._client.xread({self.stream: self.position}, count=self.batch, block=self.block_ms)
-        raw = _stream_entries(answer)
+        raw = stream_entries(answer)
         if not raw:
             return
-        self._counts["read"] += len(raw)
         entries: list[Entry] = []
-        for raw_id, fields in raw:
-            entry_id = _text(raw_id)
-            origin = _text(_field(fields, "s") or "")
-            if origin == self.store_id:
-                continue  # this file's own rows
+        malformed = 0
+        last = self.position
+        for item in raw:
             try:
+                raw_id, fields = item
+                last = _text(raw_id)
+                origin = _text(_field(fields, "s") or "")
+                if origin == self.store_id:
+                    continue  # this file's own rows
                 ref = int(_text(_field(fields, "o")))
-                entries.append((entry_id, origin, ref, mapped_row(orjson.loads(_field(fields, "r") or b""))))
+                if not 0 <= ref < _INT_LIMIT:
+                    raise ValueError("queue number out of range")
+                entries.append((last, origin, ref, mapped_row(orjson.loads(_field(fields, "r") or b""))))
             except (ValueError, TypeError, AttributeError, OverflowError):
-                self._counts["malformed"] += 1
-        last = _text(raw[-1][0])
+                malformed += 1
         assert self._run is not None
-        self._counts["imported"] += await self._run(
-            partial(import_rows, entries=entries, stream=self.stream, last=last)
-        )
+        inserted, refused = await self._run(partial(import_rows, entries=entries, stream=self.stream, last=last))
         self.position = last
+        self._counts["read"] += len(raw)
+        self._counts["imported"] += inserted
+        self._counts["malformed"] += malformed + refused
