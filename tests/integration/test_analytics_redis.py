@@ -128,6 +128,11 @@ async def test_replicas_on_one_file_import_each_entry_once_and_never_their_own(r
         assert _rows(shared) == expected  # both followers read machine b's 40 rows: the file has each once
         assert _rows(other.path) == expected
         assert first.share.stats()["imported"] + second.share.stats()["imported"] == 40
+        client = Redis.from_url(redis_url)
+        try:
+            assert await client.xlen(group.stream) == 60  # one replica on the file published its queue: each row once
+        finally:
+            await client.aclose()
 
 
 async def test_a_replica_started_again_catches_up_after_what_it_imported(redis_url: str, tmp_path: Path) -> None:

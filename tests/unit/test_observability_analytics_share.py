@@ -13,6 +13,7 @@ from shared_ollama.service.observability.analytics_rows import NAMES, SCHEMA, ma
 from shared_ollama.service.observability.analytics_share import stream_entries
 from shared_ollama.service.observability.analytics_share_db import (
     SHARE_SCHEMA,
+    claim_publishing,
     import_rows,
     outbox_batch,
     outbox_sent,
@@ -20,6 +21,7 @@ from shared_ollama.service.observability.analytics_share_db import (
     purge_shared,
     queue_written,
     read_position,
+    release_publishing,
     store_identity,
 )
 from shared_ollama.service.observability.records import RequestRecord
@@ -124,3 +126,16 @@ def test_retention_forgets_import_marks_and_queued_rows_past_it(tmp_path: Path) 
 def test_stream_entries_come_out_of_every_reply_shape(answer: object, ids: list[str]) -> None:
     entries = stream_entries(answer)
     assert [e[0].decode() if isinstance(e[0], bytes) else e[0] for e in entries] == ids
+
+
+def test_one_replica_on_a_file_publishes_at_a_time(tmp_path: Path) -> None:
+    conn = _open(tmp_path)
+    assert claim_publishing(conn, me="a", now=100.0, lease=10.0)
+    assert not claim_publishing(conn, me="b", now=105.0, lease=10.0)  # a holds the turn until 110
+    assert claim_publishing(conn, me="a", now=106.0, lease=10.0)  # renewed: now until 116
+    assert not claim_publishing(conn, me="b", now=112.0, lease=10.0)
+    assert claim_publishing(conn, me="b", now=117.0, lease=10.0)  # a stopped renewing: b takes over
+    release_publishing(conn, me="a")  # not a's any more: nothing changes
+    assert not claim_publishing(conn, me="a", now=118.0, lease=10.0)
+    release_publishing(conn, me="b")  # b stops: a takes the turn at once
+    assert claim_publishing(conn, me="a", now=118.0, lease=10.0)

@@ -26,6 +26,8 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -37,10 +39,12 @@ from redis.exceptions import RedisError
 from shared_ollama.service.observability.analytics_rows import mapped_row
 from shared_ollama.service.observability.analytics_share_db import (
     Entry,
+    claim_publishing,
     import_rows,
     outbox_batch,
     outbox_sent,
     outbox_size,
+    release_publishing,
     store_identity,
 )
 
@@ -97,6 +101,10 @@ class AnalyticsShare:
         self.block_ms = block_ms
         self.retry = retry
         self.drain = drain
+        self.lease = retry * 15
+        """Seconds this replica keeps the turn to publish its file's queue without renewing it (a replica that
+        stopped without giving it up holds it this long)."""
+        self._me = uuid.uuid4().hex
         """Seconds ``close`` spends publishing what is queued (the rest goes out after the next start)."""
         # A read blocks up to block_ms: the socket waits longer than that before it counts as broken.
         self._client = Redis.from_url(url, socket_connect_timeout=5.0, socket_timeout=block_ms / 1000 + 5.0)
@@ -144,6 +152,9 @@ class AnalyticsShare:
                     publisher.cancel()
                     await asyncio.wait({publisher})
                     log.warning("analytics: publishing to Redis unfinished at close; the rest goes out after a start")
+            if self._run is not None:
+                with contextlib.suppress(Exception):
+                    await self._run(partial(release_publishing, me=self._me))
         finally:
             for task in self._tasks:  # a close cancelled on the way still leaves no task behind
                 task.cancel()
@@ -213,6 +224,8 @@ class AnalyticsShare:
         queued = await self._run(partial(outbox_batch, limit=self.batch))
         if not queued:
             return 0
+        if not await self._run(partial(claim_publishing, me=self._me, now=time.time(), lease=self.lease)):
+            return 0  # another replica on this file publishes its queue, these rows included
         pipe = self._client.pipeline(transaction=False)
         for number, body in queued:
             fields = {"s": self.store_id, "o": number, "r": body}

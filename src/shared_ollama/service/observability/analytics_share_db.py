@@ -3,7 +3,8 @@
 Tables, in every analytics file (empty without Redis):
 
 - ``analytics_meta``: the file's store id (and the host that made it: a file copied to another machine gets an id
-  of its own there), and per stream the last entry its followers read.
+  of its own there), per stream the last entry its followers read, and which replica on the file publishes now
+  (one at a time, for a lease: the others' rows go out with its own, so none reaches the stream twice).
 - ``analytics_outbox``: rows written here and not yet taken by Redis, each as it is published (its JSON) with its
   time; the queue number (``AUTOINCREMENT``: never used twice) is the row's key on every other replica.
 - ``analytics_imported``: per imported row, the publishing store and its queue number, so a row sent twice, or read
@@ -81,6 +82,32 @@ def queue_written(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None
         "INSERT INTO analytics_outbox (ts, body) VALUES (?, ?)",
         [(row[0], orjson.dumps(row_mapping(row))) for row in rows],
     )
+
+
+def claim_publishing(conn: sqlite3.Connection, *, me: str, now: float, lease: float) -> bool:
+    """Whether ``me`` may publish the file's queue now: the turn is free, expired or its own (renewed when half of
+    the lease is gone). Looks without the write lock first: the usual answer costs no write."""
+
+    def holder() -> tuple[str, float]:
+        name, _, until = (_meta(conn, "publisher") or "|0").partition("|")
+        return name, float(until or 0)
+
+    name, until = holder()
+    if name == me and until - now > lease / 2:
+        return True
+    if name != me and until > now:
+        return False
+    with write_transaction(conn):
+        name, until = holder()
+        if name != me and until > now:
+            return False
+        _set_meta(conn, "publisher", f"{me}|{now + lease}")
+    return True
+
+
+def release_publishing(conn: sqlite3.Connection, *, me: str) -> None:
+    """Give the turn up (a replica stopping): another replica on the file takes it at once."""
+    conn.execute("DELETE FROM analytics_meta WHERE key = 'publisher' AND value LIKE ?", (f"{me}|%",))
 
 
 def outbox_batch(conn: sqlite3.Connection, *, limit: int) -> list[tuple[int, bytes]]:
