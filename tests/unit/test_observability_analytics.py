@@ -7,7 +7,7 @@ import dataclasses
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,22 +36,6 @@ def db_rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[An
         return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
-
-
-@pytest.fixture
-async def open_store(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """Start stores on ``tmp_path/a/b/analytics.sqlite3`` (by default); close them all at teardown."""
-    stores: list[AnalyticsStore] = []
-
-    async def make(path: Path | None = None, **kw: Any) -> AnalyticsStore:
-        store = AnalyticsStore(path or tmp_path / "a" / "b" / "analytics.sqlite3", **kw)
-        await store.start()
-        stores.append(store)
-        return store
-
-    yield make
-    for store in stores:
-        await store.close()
 
 
 class Hook:

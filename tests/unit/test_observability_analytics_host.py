@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,8 @@ from shared_ollama.service.observability.usage import UsageQuery, usage
 
 BASE = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
 """2024-01-01T00:00:00Z."""
+KEEP_DAYS = 100 * 365
+"""A retention that keeps the 2024 rows."""
 
 
 def rec(i: int, host: str, **kw: Any) -> RequestRecord:
@@ -34,23 +36,8 @@ def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-@pytest.fixture
-async def open_store(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    stores: list[AnalyticsStore] = []
-
-    async def make(path: Path | None = None) -> AnalyticsStore:
-        store = AnalyticsStore(path or tmp_path / "analytics.sqlite3", retention_days=100 * 365)
-        await store.start()
-        stores.append(store)
-        return store
-
-    yield make
-    for store in stores:
-        await store.close()
-
-
 async def test_each_request_is_stored_with_its_host_and_grouped_by_it(open_store: Callable[..., Any]) -> None:
-    store = await open_store()
+    store = await open_store(retention_days=KEEP_DAYS)
     for i, host in enumerate(["gpu-1", "gpu-2", "gpu-1", "", "gpu-1"]):
         store.add(rec(i, host))
     store.add(rec(9, "gpu-2", status=502, code="backend_error"))
@@ -101,7 +88,7 @@ async def test_a_database_from_before_the_host_column_gets_it_on_open(
     conn.commit()
     conn.close()
 
-    store = await open_store(path)
+    store = await open_store(path, retention_days=KEEP_DAYS)
     store.add(rec(1, "gpu-1"))
     result = await store.query(window="1h", tenant=None, group_by="host", now=BASE + 60)
     assert [(g["key"], g["requests"]) for g in result["groups"]] == [("", 1), ("gpu-1", 1)], "old rows: no host"

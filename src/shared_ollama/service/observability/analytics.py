@@ -24,7 +24,7 @@ from shared_ollama.service.observability.analytics_rows import INSERT, SCHEMA, a
 from shared_ollama.service.observability.analytics_share import AnalyticsShare
 from shared_ollama.service.observability.analytics_share_db import SHARE_SCHEMA, purge_shared, queue_written
 from shared_ollama.service.observability.records import RequestRecord
-from shared_ollama.service.observability.sqlite_db import write_transaction
+from shared_ollama.service.observability.sqlite_db import delete_older, write_transaction
 from shared_ollama.service.observability.sqlite_worker import SqliteWorker, rows_as_dicts
 
 log = logging.getLogger(__name__)
@@ -287,15 +287,10 @@ class AnalyticsStore:
 
     def _purge(self, conn: sqlite3.Connection, *, now: float) -> int:
         """Delete the rows past the retention, ``PURGE_CHUNK`` per transaction (each a short write lock)."""
-        sql = "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests WHERE ts < ? LIMIT ?)"
-        total = 0
+        before = now - self.retention_days * 86400
         try:
-            purge_shared(conn, before=now - self.retention_days * 86400)  # first: it finds its rows by their time
-            for _ in range(100_000):
-                deleted = conn.execute(sql, (now - self.retention_days * 86400, PURGE_CHUNK)).rowcount
-                total += max(deleted, 0)
-                if deleted < PURGE_CHUNK:
-                    break
+            purge_shared(conn, before=before, chunk=PURGE_CHUNK)
+            total = delete_older(conn, "requests", before=before, chunk=PURGE_CHUNK)
         except sqlite3.Error:
             log.warning("analytics: retention pass failed", exc_info=True)
             raise

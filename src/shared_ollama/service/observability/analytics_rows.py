@@ -56,11 +56,9 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts)",
     "CREATE INDEX IF NOT EXISTS requests_tenant_ts ON requests (tenant, ts)",
 )
-INSERT = "INSERT INTO requests ({}) VALUES ({})".format(
-    ", ".join(name for name, _, _ in COLUMNS), ", ".join("?" for _ in COLUMNS)
-)
+INSERT = "INSERT INTO requests ({}) VALUES ({})".format(", ".join(NAMES), ", ".join("?" for _ in NAMES))
 
-_FIELDS = attrgetter(*(name for name, _, _ in COLUMNS))
+_FIELDS = attrgetter(*NAMES)
 _STORED: dict[str, type | tuple[type, ...]] = {
     **dict.fromkeys(("ts", "queue_wait", "latency", "eval_seconds", "load_seconds", "engine_seconds"), float),
     **dict.fromkeys(("request_id", "tenant", "surface", "route", "model", "code", "cache", "host"), str),
@@ -85,7 +83,8 @@ def add_new_columns(conn: sqlite3.Connection) -> None:
     add_columns(conn, "requests", [(name, kind) for name, kind, _ in COLUMNS])
 
 
-_INT_LIMIT = 2**63
+INT_LIMIT = 2**63
+"""SQLite's integers lie in [-INT_LIMIT, INT_LIMIT)."""
 
 
 def mapped_row(values: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -101,7 +100,7 @@ def mapped_row(values: Mapping[str, Any]) -> tuple[Any, ...]:
         value = None if value is None else convert(value)
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{name} is not a finite number")
-        if isinstance(value, int) and not -_INT_LIMIT <= value < _INT_LIMIT:
+        if isinstance(value, int) and not -INT_LIMIT <= value < INT_LIMIT:
             raise ValueError(f"{name} is out of SQLite's integer range")
         row.append(value)
     return tuple(row)

@@ -36,7 +36,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared_ollama.service.observability.analytics_rows import mapped_row
+from shared_ollama.service.observability.analytics_rows import INT_LIMIT, mapped_row
 from shared_ollama.service.observability.analytics_share_db import (
     Entry,
     claim_publishing,
@@ -51,7 +51,6 @@ from shared_ollama.service.observability.analytics_share_db import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Run = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
-_INT_LIMIT = 2**63
 
 
 # --- on the event loop
@@ -101,30 +100,31 @@ class AnalyticsShare:
         self.block_ms = block_ms
         self.retry = retry
         self.drain = drain
+        """Seconds ``close`` spends publishing what is queued (the rest goes out after the next start)."""
         self.lease = retry * 15
         """Seconds this replica keeps the turn to publish its file's queue without renewing it (a replica that
         stopped without giving it up holds it this long)."""
         self._me = uuid.uuid4().hex
-        """Seconds ``close`` spends publishing what is queued (the rest goes out after the next start)."""
         # A read blocks up to block_ms: the socket waits longer than that before it counts as broken.
         self._client = Redis.from_url(url, socket_connect_timeout=5.0, socket_timeout=block_ms / 1000 + 5.0)
         self.store_id = ""
         self.position = "0-0"
         self._run: Run[Any] | None = None
-        self._ready = asyncio.Event()
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._identified: asyncio.Task[None] | None = None
+        """Reads the store's id and the follower's position once; both loops wait for it."""
+        self._publisher: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
         self._counts = {"published": 0, "read": 0, "imported": 0, "malformed": 0}
         self._failing: dict[str, bool] = {}
 
     async def start(self, run: Run[Any]) -> None:
         """Begin, with ``run`` running a function on the store's SQLite connection in its thread."""
         self._run = run
-        self._tasks = [
-            asyncio.create_task(self._publish_loop(), name="analytics-publisher"),
-            asyncio.create_task(self._follow_loop(), name="analytics-follower"),
-        ]
+        self._identified = asyncio.create_task(self._identify(), name="analytics-identify")
+        self._publisher = asyncio.create_task(self._publish_loop(), name="analytics-publisher")
+        self._follower = asyncio.create_task(self._follow_loop(), name="analytics-follower")
 
     def written(self) -> None:
         """Rows were written (and queued): publish them soon. Never blocks, never raises."""
@@ -141,23 +141,22 @@ class AnalyticsShare:
         self._closing.set()
         self._wake.set()
         try:
-            follower = self._tasks[1] if len(self._tasks) == 2 else None
-            if follower is not None:
-                follower.cancel()
-                await asyncio.wait({follower})
-            publisher = self._tasks[0] if self._tasks else None
-            if publisher is not None:
-                done, _ = await asyncio.wait({publisher}, timeout=self.drain)
+            if self._follower is not None:
+                self._follower.cancel()
+                await asyncio.wait({self._follower})
+            if self._publisher is not None:
+                done, _ = await asyncio.wait({self._publisher}, timeout=self.drain)
                 if not done:
-                    publisher.cancel()
-                    await asyncio.wait({publisher})
+                    self._publisher.cancel()
+                    await asyncio.wait({self._publisher})
                     log.warning("analytics: publishing to Redis unfinished at close; the rest goes out after a start")
             if self._run is not None:
                 with contextlib.suppress(Exception):
                     await self._run(partial(release_publishing, me=self._me))
         finally:
-            for task in self._tasks:  # a close cancelled on the way still leaves no task behind
-                task.cancel()
+            for task in (self._identified, self._publisher, self._follower):
+                if task is not None:  # a close cancelled on the way still leaves no task behind
+                    task.cancel()
             with contextlib.suppress(RedisError, OSError):
                 await self._client.aclose()
 
@@ -168,11 +167,11 @@ class AnalyticsShare:
 
     async def _identify(self) -> None:
         """The store's id and the follower's position, read once (retried while the file is busy)."""
-        while not self._ready.is_set():
+        while True:
             assert self._run is not None
             try:
                 self.store_id, self.position = await self._run(partial(store_identity, stream=self.stream))
-                self._ready.set()
+                return
             except Exception as exc:  # the file busy past its timeout, say: rows stay queued meanwhile
                 self._note("identify", exc)
                 if self._closing.is_set():
@@ -198,8 +197,12 @@ class AnalyticsShare:
 
     # --- publishing
 
+    async def _until_identified(self) -> None:
+        assert self._identified is not None
+        await asyncio.shield(self._identified)  # a loop cancelled while it waits leaves the read to finish
+
     async def _publish_loop(self) -> None:
-        await self._identify()
+        await self._until_identified()
         while True:
             try:
                 sent = await self._publish_some()
@@ -238,7 +241,7 @@ class AnalyticsShare:
     # --- importing
 
     async def _follow_loop(self) -> None:
-        await self._identify()
+        await self._until_identified()
         while not self._closing.is_set():
             try:
                 await self._follow_once()
@@ -265,7 +268,7 @@ class AnalyticsShare:
                 if origin == self.store_id:
                     continue  # this file's own rows
                 ref = int(_text(_field(fields, "o")))
-                if not 0 <= ref < _INT_LIMIT:
+                if not 0 <= ref < INT_LIMIT:
                     raise ValueError("queue number out of range")
                 entries.append((last, origin, ref, mapped_row(orjson.loads(_field(fields, "r") or b""))))
             except (ValueError, TypeError, AttributeError, OverflowError):

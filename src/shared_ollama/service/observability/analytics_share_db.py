@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from shared_ollama.service.observability.analytics_rows import INSERT, row_mapping
-from shared_ollama.service.observability.sqlite_db import write_transaction
+from shared_ollama.service.observability.sqlite_db import delete_older, write_transaction
 
 SHARE_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS analytics_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -32,9 +32,6 @@ SHARE_SCHEMA = (
     "(origin TEXT NOT NULL, ref INTEGER NOT NULL, ts REAL NOT NULL, UNIQUE (origin, ref))",
     "CREATE INDEX IF NOT EXISTS analytics_imported_ts ON analytics_imported (ts)",
 )
-PURGE_CHUNK = 5000
-"""Marks or queued rows one retention statement deletes at most (a short write lock each)."""
-
 Entry = tuple[str, str, int, tuple[Any, ...]]
 """A stream entry to import: its id (``<ms>-<seq>``), the publishing store's id, its queue number, the row."""
 
@@ -150,10 +147,7 @@ def import_rows(conn: sqlite3.Connection, *, entries: list[Entry], stream: str, 
     return inserted, refused
 
 
-def purge_shared(conn: sqlite3.Connection, *, before: float) -> None:
-    """Import marks and queued rows older than ``before`` (epoch seconds), in short transactions."""
-    for table, key in (("analytics_imported", "rowid"), ("analytics_outbox", "id")):
-        sql = f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE ts < ? LIMIT ?)"
-        for _ in range(100_000):
-            if conn.execute(sql, (before, PURGE_CHUNK)).rowcount < PURGE_CHUNK:
-                break
+def purge_shared(conn: sqlite3.Connection, *, before: float, chunk: int) -> None:
+    """Import marks and queued rows older than ``before`` (epoch seconds), ``chunk`` per statement."""
+    delete_older(conn, "analytics_imported", before=before, chunk=chunk)
+    delete_older(conn, "analytics_outbox", before=before, chunk=chunk, key="id")

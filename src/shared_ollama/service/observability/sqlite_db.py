@@ -58,6 +58,19 @@ def write_transaction(conn: Any) -> Iterator[Any]:
         raise
 
 
+def delete_older(conn: Any, table: str, *, before: float, chunk: int, key: str = "rowid") -> int:
+    """Delete ``table``'s rows whose ``ts`` is before ``before``, ``chunk`` rows per statement (each its own short
+    write lock: another process writing the file waits for one chunk, not all). Returns the rows deleted."""
+    sql = f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE ts < ? LIMIT ?)"
+    total = 0
+    for _ in range(100_000):  # bounded: 100,000 chunks
+        deleted = max(conn.execute(sql, (before, chunk)).rowcount, 0)
+        total += deleted
+        if deleted < chunk:
+            break
+    return total
+
+
 def add_columns(conn: sqlite3.Connection, table: str, columns: Iterable[tuple[str, str]]) -> None:
     """Add to ``table`` the ``(name, SQL type)`` columns it lacks (a database of an older version). The change
     is made in one write transaction that looks again first, so two processes opening the file at once (two
